@@ -1,0 +1,3 @@
+from convexp.cli import entry_point
+
+entry_point()

@@ -1,0 +1,94 @@
+"""The `convexp` command line: one short function per subcommand, no logic of its own.
+
+User errors (ConvexpError, bad options) print one line and exit 2; `--debug` anywhere on the
+command line shows the traceback instead. Ctrl-C and SIGTERM exit 130 after saving what is known.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+try:  # recent typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException
+
+from convexp.errors import ConvexpError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Convolutional-network experiments on MNIST, with a hand-written unfold/fold convolution.",
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: configs/<command>.yaml).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.epochs=2 (repeatable).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (overrides the config's device).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (overrides the config's seed).")]
+OutOpt = Annotated[Path, typer.Option(help="Parent folder of run folders.")]
+NameOpt = Annotated[Optional[str], typer.Option(help="Suffix for the run folder's name.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")]
+
+
+def run_command(command: str, config: Path | None, overrides, device, seed, out, name, quiet) -> None:
+    from convexp.lifecycle import RunOptions, start
+
+    if config is None:
+        default = Path("configs") / f"{command}.yaml"
+        config = default if default.is_file() else None
+    start(command, RunOptions(config, list(overrides or []), device, seed, out, name, quiet))
+
+
+@app.command("train-mnist")
+def train_mnist(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model."""
+    run_command("train-mnist", config, set_, device, seed, out, name, quiet)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.")],
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue an interrupted run from its last completed epoch."""
+    from convexp.lifecycle import resume as resume_run
+
+    resume_run(run_dir, quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="convexp", standalone_mode=False)
+    except ConvexpError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ClickException as exc:  # unknown option, bad option value, missing argument
+        if debug:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "convexp"
+        print(f"error: {exc.format_message()} (see '{command} --help')", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Typed experiment configs: YAML -> dataclasses, `--set` overrides, validation errors.
+
+Config flows one way: a YAML file (plus `--set key.path=value` overrides) is parsed into the
+dataclasses below, checked, and from then on the code only reads plain attributes. The resolved
+config (`to_dict`) is what each run folder saves, so a run can be repeated from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from convexp.errors import ConvexpError
+
+# ---------------------------------------------------------------------------------------------
+# Sections shared by several experiments.
+
+
+@dataclass
+class MnistData:
+    root: str = "data/"
+    download: bool = True
+    # Validation part of the official training set: a fraction (< 1) or a digit count (>= 1).
+    # The report took the last 10,000 of 60,000 (1/6); 0.2 gives 6,400/1,600 on mnist-mini.
+    val_split: float = 0.2
+    normalize: bool = False
+
+
+@dataclass
+class VarresData:
+    root: str = "data/mnist-varres"
+    # Optional .tgz/.tar.gz address of the course archive, fetched when `root` is empty.
+    url: str = ""
+    val_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class Model:
+    conv: Literal["native", "unfold"] = "native"
+
+
+@dataclass
+class Train:
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 1e-3
+    eval_batch_size: int = 1000
+    # Evaluate the test split after every epoch too (the report's question 9 plots it).
+    test_each_epoch: bool = False
+    checkpoint_every: int = 1
+    # CUDA only: torch.use_deterministic_algorithms(True); CPU runs are deterministic anyway.
+    deterministic: bool = False
+
+
+@dataclass
+class Sweep:
+    batch_sizes: list[int] = field(default_factory=lambda: [16, 32, 64])
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class Augment:
+    enabled: bool = True
+    # One mapping per transform: {name: RandomAffine, degrees: 15, ...}, applied in order.
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    # How many digits and draws plots/augmentations.png shows.
+    preview_digits: int = 8
+    preview_draws: int = 6
+
+
+@dataclass
+class VarresModel:
+    conv: Literal["native", "unfold"] = "native"
+    channels: int = 81  # N: output channels of the last conv = width of the global pool
+    pooling: list[Literal["max", "mean"]] = field(default_factory=lambda: ["max", "mean"])
+
+
+# ---------------------------------------------------------------------------------------------
+# One top-level config per subcommand.
+
+
+@dataclass
+class TrainMnistConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: MnistData = field(default_factory=MnistData)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+
+
+@dataclass
+class SweepBatchConfig(TrainMnistConfig):
+    sweep: Sweep = field(default_factory=Sweep)
+
+
+@dataclass
+class AugmentConfig(TrainMnistConfig):
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass
+class VarresResizeConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: VarresData = field(default_factory=VarresData)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+
+
+@dataclass
+class VarresPoolConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: VarresData = field(default_factory=VarresData)
+    model: VarresModel = field(default_factory=VarresModel)
+    train: Train = field(default_factory=Train)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+
+def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
+    """Read YAML at `path` (None: defaults only), apply `key.path=value` overrides, check it."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml_mapping(Path(path))
+    for override in overrides:
+        apply_override(raw, override)
+    config = from_dict(cls, raw, prefix="")
+    check_values(config)
+    return config
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConvexpError(f"config file {path} not found: pass an existing file with --config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConvexpError(f"config file {path} is not valid YAML{line}: fix its syntax") from None
+    except UnicodeDecodeError:
+        raise ConvexpError(f"config file {path} is not a text file: pass a YAML file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConvexpError(
+            f"config file {path} must be a YAML mapping of keys to values, "
+            f"not a {type(raw).__name__}: write it as `key: value` lines"
+        )
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (2 -> int)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConvexpError(f"--set {override!r} is not of the form key.path=value: e.g. --set train.epochs=2")
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        value = text  # a plain string the YAML parser cannot read, such as 'a: b'
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, naming the exact key of any mistake."""
+    if not isinstance(raw, dict):
+        raise ConvexpError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConvexpError(f"unknown config key '{prefix}{key}'{hint}")
+    values = {name: coerce(hints[name], raw[name], f"{prefix}{name}") for name in names if name in raw}
+    return cls(**values)
+
+
+def coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check `value` against type `hint`; return it (ints become floats where floats are asked)."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, prefix=f"{key}.")
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConvexpError(f"config key '{key}' must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return coerce(option, value, key)
+            except ConvexpError:
+                continue
+        raise type_error(key, hint, value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise type_error(key, hint, value)
+        return [coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise type_error(key, hint, value)
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise type_error(key, hint, value)
+        return None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise type_error(key, hint, value)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise type_error(key, hint, value)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise type_error(key, hint, value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise type_error(key, hint, value)
+        return value
+    raise TypeError(f"config type {hint!r} of {key} is not supported")  # a bug, not user input
+
+
+def type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"a list of {type_name(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if origin is Literal:
+        return " or ".join(map(repr, typing.get_args(hint)))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
+    return ConvexpError(f"config key '{key}' must be {type_name(hint)}; got {value!r} ({type(value).__name__})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks that types cannot express.
+
+
+def check_values(config: Any) -> None:
+    train = getattr(config, "train", None)
+    if train is not None:
+        require_positive("train.epochs", train.epochs)
+        require_positive("train.batch_size", train.batch_size)
+        require_positive("train.lr", train.lr)
+        require_positive("train.eval_batch_size", train.eval_batch_size)
+        require_positive("train.checkpoint_every", train.checkpoint_every)
+    data = config.data
+    if isinstance(data, MnistData) and not data.val_split > 0:
+        raise ConvexpError(f"data.val_split must be a fraction in (0, 1) or a count >= 1; got {data.val_split}")
+    if isinstance(data, VarresData) and not 0 < data.val_fraction < 1:
+        raise ConvexpError(f"data.val_fraction must be between 0 and 1; got {data.val_fraction}")
+    if isinstance(config.model, VarresModel):
+        if config.model.channels < 1:
+            raise ConvexpError(f"model.channels (N) must be at least 1; got {config.model.channels}")
+        if not config.model.pooling:
+            raise ConvexpError("model.pooling is empty: list at least one of max, mean")
+    sweep = getattr(config, "sweep", None)
+    if sweep is not None:
+        if not sweep.batch_sizes:
+            raise ConvexpError("sweep.batch_sizes is empty: list at least one batch size, e.g. [16, 32, 64]")
+        for i, size in enumerate(sweep.batch_sizes):
+            require_positive(f"sweep.batch_sizes[{i}]", size)
+        if not sweep.seeds:
+            raise ConvexpError("sweep.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+
+
+def require_positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConvexpError(f"config key '{key}' must be greater than 0; got {value}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

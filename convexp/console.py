@@ -1,0 +1,68 @@
+"""What a user sees while a run works: a Rich progress bar on a terminal, plain lines elsewhere.
+
+Every line also goes to the log.txt of the run folders being written, so the folder keeps the
+same account the terminal showed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from convexp.runs import RunFolder
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.console = console or Console(highlight=False)
+        self.live_bars = self.console.is_terminal and not quiet and sys.stdout.isatty()
+        self.logs: list[RunFolder] = []
+
+    def line(self, text: str) -> None:
+        self.console.print(text, markup=False, soft_wrap=True)
+        for run in self.logs:
+            run.log(text)
+
+    @contextlib.contextmanager
+    def logging_to(self, run: RunFolder) -> Iterator[None]:
+        self.logs.append(run)
+        try:
+            yield
+        finally:
+            self.logs.remove(run)
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        """Yields `advance()`: one call per finished batch. A no-op without a terminal."""
+        if not self.live_bars:
+            yield lambda: None
+            return
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda: progress.advance(task)
+
+
+def print_table(console: Console, title: str, columns: list[str], rows: list[list[object]]) -> None:
+    """A Rich table; floats in (0, 1] read as accuracies are shown with 4 decimals."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(f"{cell:.4f}" if isinstance(cell, float) else str(cell) for cell in row))
+    console.print(table)

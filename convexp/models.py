@@ -1,0 +1,113 @@
+"""The networks: the hand-written conv layer, MNISTConvNet (question 7), VariableInputNet (question 11).
+
+`conv: native | unfold` picks nn.Conv2d or UnfoldConv2d everywhere; both initialise their
+parameters with the same random draws, so one seed gives the same network either way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convexp import autograd
+
+
+class UnfoldConv2d(nn.Module):
+    """Conv layer built on the hand-written Conv2dFunction; parameters as in nn.Conv2d."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = autograd.as_pair(kernel_size)
+        self.stride = autograd.as_pair(stride)
+        self.padding = autograd.as_pair(padding)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The same calls, in the same order, as nn.Conv2d.reset_parameters: same seed, same weights.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, c_in, h, w) -> (b, c_out, h_out, w_out)."""
+        return autograd.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+        )
+
+
+CONV_KINDS = ("native", "unfold")
+
+
+def make_conv(kind: str, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=1) -> nn.Module:
+    if kind == "native":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+    if kind == "unfold":
+        return UnfoldConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+    raise ValueError(f"conv kind must be one of {CONV_KINDS}; got {kind!r}")
+
+
+class ConvBlocks(nn.Module):
+    """Three 3x3 conv (padding 1) + ReLU + 2x2 max-pool blocks: 1 -> 16 -> 32 -> last_channels."""
+
+    def __init__(self, conv: str, last_channels: int = 64):
+        super().__init__()
+        self.conv1 = make_conv(conv, 1, 16)
+        self.conv2 = make_conv(conv, 16, 32)
+        self.conv3 = make_conv(conv, 32, last_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, 1, h, w) -> (b, last_channels, h // 8, w // 8)."""
+        for conv in (self.conv1, self.conv2, self.conv3):
+            x = F.max_pool2d(F.relu(conv(x)), 2)
+        return x
+
+
+class MNISTConvNet(nn.Module):
+    """The report's question-7 network: 28x28 digits -> 10 logits, 29,066 parameters."""
+
+    def __init__(self, conv: str = "native"):
+        super().__init__()
+        self.features = ConvBlocks(conv, last_channels=64)
+        self.fc1 = nn.Linear(64 * 3 * 3, 10)  # 28 -> 14 -> 7 -> 3 after three 2x2 pools
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, 1, 28, 28) -> (b, 10)."""
+        return self.fc1(self.features(x).flatten(1))
+
+
+class VariableInputNet(nn.Module):
+    """Conv blocks with N channels at the end, global max/mean pooling, linear N -> 10.
+
+    Any input of at least 8x8 works: the global pool removes the spatial size (question 11).
+    Parameters: 4,810 + 299·N (23,946 at N=64, 29,029 at N=81).
+    """
+
+    def __init__(self, channels: int = 81, pooling: str = "max", conv: str = "native"):
+        super().__init__()
+        if pooling not in ("max", "mean"):
+            raise ValueError(f"pooling must be 'max' or 'mean'; got {pooling!r}")
+        self.pooling = pooling
+        self.features = ConvBlocks(conv, last_channels=channels)
+        self.fc1 = nn.Linear(channels, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, 1, h, w) -> (b, 10) for any h, w >= 8."""
+        x = self.features(x)  # (b, N, h', w')
+        x = x.amax(dim=(2, 3)) if self.pooling == "max" else x.mean(dim=(2, 3))  # (b, N)
+        return self.fc1(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

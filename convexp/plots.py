@@ -1,0 +1,130 @@
+"""Every figure convexp draws. matplotlib with the Agg backend: files only, no display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.train import History
+
+SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)  # a killed run never leaves half a PNG under the real name
+    plt.close(fig)
+    return path
+
+
+def training_curves(history: History, plots_dir: Path) -> None:
+    """loss.png and accuracy.png per epoch (each split present), batch_loss.png (first epoch)."""
+    epochs = [int(row["epoch"]) for row in history.rows]
+    for metric, ylabel in (("loss", "cross-entropy loss"), ("accuracy", "accuracy")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for split, colour in SPLIT_COLOURS.items():
+            key = f"{split}_{metric}"
+            if key in history.rows[0]:
+                ax.plot(epochs, [row[key] for row in history.rows], marker="o", color=colour, label=split)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{metric.capitalize()} per epoch")
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save(fig, plots_dir / f"{metric}.png")
+    batch_loss(history.batch_losses[0], plots_dir / "batch_loss.png")
+
+
+def batch_loss(losses: list[float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = range(1, len(losses) + 1)
+    ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=0.8, label="batch loss")
+    window = max(1, len(losses) // 50)
+    smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1]) for i in range(len(losses))]
+    ax.plot(steps, smooth, color="tab:blue", label=f"running mean ({window} batches)")
+    ax.set(xlabel="batch", ylabel="training loss", title="Training loss per batch, first epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, path)
+
+
+def mean_std_curves(
+    curves: dict[str, list[list[float]]], ylabel: str, title: str, path: Path
+) -> None:
+    """One line per label: the mean over seeds, with a ±1 std band when there are several.
+
+    curves[label] is a list (one per seed) of per-epoch values.
+    """
+    from convexp.stats import mean_std_per_epoch
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, runs in curves.items():
+        means, stds = mean_std_per_epoch(runs)
+        epochs = range(1, len(means) + 1)
+        (line,) = ax.plot(epochs, means, marker="o", label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, path)
+
+
+def augmentation_grid(originals: torch.Tensor, draws: list[torch.Tensor], path: Path) -> None:
+    """originals (n, 1, h, w); draws: one (n, 1, h, w) per augmented draw. Rows = digits."""
+    n, columns = originals.shape[0], 1 + len(draws)
+    fig, axes = plt.subplots(n, columns, figsize=(1.2 * columns, 1.2 * n), squeeze=False)
+    for row in range(n):
+        for col, images in enumerate([originals] + draws):
+            ax = axes[row][col]
+            ax.imshow(images[row, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title("original" if col == 0 else f"draw {col}", fontsize=8)
+    fig.suptitle("Training augmentations: each row one digit", fontsize=10)
+    save(fig, path)
+
+
+def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:
+    """Counts written in each cell; colour is the row-normalised rate (recall per true class)."""
+    import numpy as np
+
+    counts = np.array(matrix)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted digit", ylabel="true digit", title=title, xticks=range(10), yticks=range(10))
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    save(fig, path)
+
+
+def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str, path: Path, ylim=None) -> None:
+    """groups[series][category] = value: one bar group per category, one colour per series."""
+    categories = list(next(iter(groups.values())))
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories) * len(groups)), 4.2))
+    for i, (series, values) in enumerate(groups.items()):
+        xs = [c + (i - (len(groups) - 1) / 2) * width for c in range(len(categories))]
+        bars = ax.bar(xs, [values[c] for c in categories], width, label=series)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set(ylabel=ylabel, title=title)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    save(fig, path)

@@ -1,0 +1,153 @@
+"""The run folder: where every experiment writes, atomically, what it did.
+
+runs/<YYYYmmdd-HHMMSS>-<command>[-<name>]/ holds config.yaml, summary.json (with status
+running | completed | failed | interrupted), metrics, plots and model. Every file is written to
+a temporary name and renamed, so a kill never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convexp.errors import ConvexpError
+
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.plots = self.path / "plots"
+
+    # -- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, out: str | Path, command: str, name: str | None = None) -> RunFolder:
+        out = Path(out)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = f"{stamp}-{command}" + (f"-{name}" if name else "")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1, 1000):  # two runs in the same second get -2, -3, ...
+                path = out / (base if attempt == 1 else f"{base}-{attempt}")
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            probe = path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConvexpError(f"cannot write run folders under {out} ({exc.strerror}): pass a writable --out") from None
+        return cls(path)
+
+    def child(self, name: str) -> RunFolder:
+        """A sub-run (one sweep point); opened as is when it exists, so resume can reuse it."""
+        child = RunFolder(self.path / name)
+        child.path.mkdir(exist_ok=True)
+        return child
+
+    # -- atomic writes ----------------------------------------------------------------------
+
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def write_text(self, relative: str, text: str) -> Path:
+        return self.write_bytes(relative, text.encode())
+
+    def write_json(self, relative: str, data: Any) -> Path:
+        return self.write_text(relative, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def write_csv(self, relative: str, rows: list[dict[str, Any]]) -> Path:
+        buffer = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        return self.write_text(relative, buffer.getvalue())
+
+    def save_torch(self, relative: str, obj: Any) -> Path:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return self.write_bytes(relative, buffer.getvalue())
+
+    def log(self, line: str) -> None:
+        """Append one line to log.txt (appends are whole lines; no rename needed)."""
+        with (self.path / "log.txt").open("a") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read_json(self, relative: str) -> Any:
+        return json.loads((self.path / relative).read_text())
+
+    def read_summary(self) -> dict[str, Any]:
+        path = self.path / "summary.json"
+        return self.read_json("summary.json") if path.is_file() else {}
+
+    def update_summary(self, **fields: Any) -> dict[str, Any]:
+        summary = self.read_summary()
+        summary.update(fields)
+        self.write_json("summary.json", summary)
+        return summary
+
+    @property
+    def status(self) -> str | None:
+        return self.read_summary().get("status")
+
+
+def environment() -> dict[str, Any]:
+    """What a reader needs to repeat a run: versions, machine, source commit."""
+    import torchvision
+
+    return {
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "python_version": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+
+
+def git_commit() -> str | None:
+    source = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def seconds_since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)

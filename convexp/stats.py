@@ -1,0 +1,23 @@
+"""Aggregation over seeds: mean and sample standard deviation."""
+
+from __future__ import annotations
+
+import math
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample (n - 1) standard deviation; the std of a single value is 0."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance)
+
+
+def mean_std_per_epoch(runs: list[list[float]]) -> tuple[list[float], list[float]]:
+    """runs[seed][epoch] -> (means, stds) per epoch, over the runs that reached that epoch."""
+    length = max(len(run) for run in runs)
+    pairs = [mean_std([run[e] for run in runs if len(run) > e]) for e in range(length)]
+    return [m for m, _ in pairs], [s for _, s in pairs]

@@ -1,0 +1,326 @@
+"""The one training and evaluation loop every experiment uses, with checkpoint and resume.
+
+A "training unit" is one model trained on one set of splits into one run folder. It writes
+metrics.csv, batches.csv and a checkpoint after each epoch, and on completion model.pt, plots
+and the final numbers in summary.json. Called on a folder that already holds a checkpoint, it
+carries on from the last completed epoch; on a completed folder it only reads the results back.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convexp import plots
+from convexp.config import Train
+from convexp.console import Reporter
+from convexp.data import Split, Splits
+from convexp.errors import ConvexpError
+from convexp.models import count_parameters
+from convexp.runs import RunFolder, now
+
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: list[torch.Tensor]  # predicted class per bucket, (n_i,) on the CPU
+
+
+@dataclass
+class History:
+    rows: list[dict[str, float]] = field(default_factory=list)  # one per epoch: metrics.csv
+    batch_losses: list[list[float]] = field(default_factory=list)  # [epoch][batch]
+    epoch_seconds: list[float] = field(default_factory=list)  # training time, evaluation excluded
+
+    def state(self) -> dict:
+        return {"rows": self.rows, "batch_losses": self.batch_losses, "epoch_seconds": self.epoch_seconds}
+
+    def best(self, key: str = "val_accuracy") -> dict[str, float]:
+        return max(self.rows, key=lambda row: row[key])
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: History
+    test: Evaluation
+    summary: dict
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:  # numpy is optional for convexp itself
+        pass
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
+    """Mean cross-entropy and accuracy over a whole split, in eval mode, one sync at the end."""
+    model.eval()
+    device = split.labels[0].device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    predictions = []
+    with torch.inference_mode():
+        for images, labels in zip(split.images, split.labels):
+            bucket_predictions = []
+            for start in range(0, len(labels), batch_size):
+                logits = model(images[start : start + batch_size])
+                targets = labels[start : start + batch_size]
+                loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+                predicted = logits.argmax(dim=1)
+                correct += (predicted == targets).sum()
+                bucket_predictions.append(predicted)
+            predictions.append(torch.cat(bucket_predictions).cpu())
+    total = split.size
+    return Evaluation(loss_sum.item() / total, correct.item() / total, predictions)
+
+
+# -- one epoch ----------------------------------------------------------------------------------
+
+
+def batch_order(split: Split, batch_size: int, generator: torch.Generator) -> list[tuple[int, torch.Tensor]]:
+    """(bucket, indices) per batch: shuffled within each bucket; buckets interleaved at random."""
+    batches = []
+    for bucket, labels in enumerate(split.labels):
+        permutation = torch.randperm(len(labels), generator=generator).to(labels.device)
+        batches += [(bucket, indices) for indices in permutation.split(batch_size)]
+    if len(split.labels) > 1:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    batch_size: int,
+    generators: dict[str, torch.Generator],
+    augment: Augmentation | None,
+    advance: Callable[[], None],
+) -> torch.Tensor:
+    """One pass over `split`; returns the loss of every batch, (n_batches,), still on device."""
+    model.train()
+    order = batch_order(split, batch_size, generators["shuffle"])
+    losses = torch.empty(len(order), device=split.labels[0].device)
+    for i, (bucket, indices) in enumerate(order):
+        images, labels = split.images[bucket][indices], split.labels[bucket][indices]
+        if augment is not None:
+            images = augment(images, generators["augment"])
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses[i] = loss.detach()  # no .item(): no device sync per batch
+        advance()
+    return losses
+
+
+def check_finite(losses: list[float], epoch: int, lr: float) -> None:
+    for batch, loss in enumerate(losses, start=1):
+        if not math.isfinite(loss):
+            raise ConvexpError(
+                f"training loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
+                f"train.lr={lr:g} is probably too high; lower it (e.g. --set train.lr={lr / 10:g})"
+            )
+
+
+# -- the training unit --------------------------------------------------------------------------
+
+
+def make_generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    shuffle = torch.Generator().manual_seed(seed)
+    augment = torch.Generator(device=device).manual_seed(seed + 1)
+    return {"shuffle": shuffle, "augment": augment}
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    state = {name: g.get_state() for name, g in generators.items()}
+    state["torch"] = torch.get_rng_state()
+    state["python"] = random.getstate()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+    for name, g in generators.items():
+        g.set_state(state[name])
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_unit(
+    run: RunFolder,
+    model: nn.Module,
+    splits: Splits,
+    cfg: Train,
+    *,
+    seed: int,
+    device: torch.device,
+    reporter: Reporter,
+    augment: Augmentation | None = None,
+    label: str = "",
+) -> TrainResult:
+    """Train `model` (already on `device`) into `run`, or resume it, or read back a finished run."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    generators = make_generators(seed, device)
+    history = History()
+    if run.status == "completed":
+        return read_completed(run, model, splits, cfg)
+    start_epoch = 0
+    if (run.path / CHECKPOINT).is_file():
+        start_epoch = load_checkpoint(run, model, optimizer, generators, history)
+        reporter.line(f"{label}resuming after epoch {start_epoch} of {cfg.epochs}")
+    run.update_summary(status="running", seed=seed, device=str(device), parameters=count_parameters(model))
+    snapshot = None
+    prefix = f"{label}epoch"
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
+            started = time.perf_counter()
+            with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
+                losses = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance)
+                losses = losses.tolist()  # the epoch's one device sync
+            history.epoch_seconds.append(round(time.perf_counter() - started, 3))
+            check_finite(losses, epoch, cfg.lr)
+            history.batch_losses.append(losses)
+            history.rows.append(epoch_metrics(model, splits, cfg, epoch))
+            snapshot = make_snapshot(epoch, model, optimizer, generators, history)
+            write_progress(run, history)
+            if epoch % cfg.checkpoint_every == 0:
+                run.save_torch(CHECKPOINT, snapshot)
+            reporter.line(format_epoch(prefix, epoch, cfg.epochs, history))
+    except KeyboardInterrupt:
+        if snapshot is not None:  # the last completed epoch, so resume repeats no work
+            run.save_torch(CHECKPOINT, snapshot)
+        run.update_summary(status="interrupted", finished_at=now())
+        raise
+    except ConvexpError as exc:
+        run.update_summary(status="failed", error=str(exc), finished_at=now())
+        raise
+    return finish(run, model, splits, cfg, history)
+
+
+def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int) -> dict[str, float]:
+    row: dict[str, float] = {"epoch": epoch}
+    names = ["train", "val"] + (["test"] if cfg.test_each_epoch else [])
+    for name in names:
+        result = evaluate(model, getattr(splits, name), cfg.eval_batch_size)
+        row[f"{name}_loss"] = result.loss
+        row[f"{name}_accuracy"] = result.accuracy
+    return row
+
+
+def format_epoch(prefix: str, epoch: int, epochs: int, history: History) -> str:
+    row = history.rows[-1]
+    parts = [f"{prefix} {epoch}/{epochs}"]
+    for name in ("train", "val", "test"):
+        if f"{name}_loss" in row:
+            parts.append(f"{name} loss {row[f'{name}_loss']:.4f} acc {row[f'{name}_accuracy']:.4f}")
+    parts.append(f"{history.epoch_seconds[-1]:.1f}s")
+    return " | ".join(parts)
+
+
+def make_snapshot(epoch, model, optimizer, generators, history) -> dict:
+    return {
+        "epoch": epoch,
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "rng": rng_state(generators),
+        "history": copy.deepcopy(history.state()),
+    }
+
+
+def load_checkpoint(run, model, optimizer, generators, history: History) -> int:
+    try:
+        state = torch.load(run.path / CHECKPOINT, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    except Exception as exc:
+        raise ConvexpError(f"checkpoint {run.path / CHECKPOINT} cannot be loaded ({exc}): start a new run") from None
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state["rng"], generators)
+    history.rows, history.batch_losses, history.epoch_seconds = (
+        state["history"]["rows"],
+        state["history"]["batch_losses"],
+        state["history"]["epoch_seconds"],
+    )
+    return int(state["epoch"])
+
+
+def write_progress(run: RunFolder, history: History) -> None:
+    run.write_csv("metrics.csv", history.rows)
+    run.write_csv(
+        "batches.csv",
+        [
+            {"epoch": e, "batch": b, "loss": loss}
+            for e, losses in enumerate(history.batch_losses, start=1)
+            for b, loss in enumerate(losses, start=1)
+        ],
+    )
+
+
+def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history: History) -> TrainResult:
+    test = evaluate(model, splits.test, cfg.eval_batch_size)
+    run.save_torch("model.pt", model.state_dict())
+    plots.training_curves(history, run.plots)
+    best = history.best()
+    last = history.rows[-1]
+    summary = run.update_summary(
+        status="completed",
+        finished_at=now(),
+        epochs=len(history.rows),
+        final={k: v for k, v in last.items() if k != "epoch"},
+        best_val_accuracy=best["val_accuracy"],
+        best_epoch=int(best["epoch"]),
+        test_loss=test.loss,
+        test_accuracy=test.accuracy,
+        seconds_per_epoch=round(sum(history.epoch_seconds) / len(history.epoch_seconds), 3),
+        epoch_seconds=history.epoch_seconds,
+    )
+    (run.path / CHECKPOINT).unlink(missing_ok=True)  # model.pt now holds the weights
+    return TrainResult(model, history, test, summary)
+
+
+def read_completed(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train) -> TrainResult:
+    """A finished unit met again on resume: its numbers come from its files, not from training."""
+    model.load_state_dict(torch.load(run.path / "model.pt", map_location="cpu", weights_only=True))
+    summary = run.read_summary()
+    history = History(
+        rows=[{k: float(v) for k, v in row.items()} for row in read_csv(run, "metrics.csv")],
+        epoch_seconds=summary.get("epoch_seconds", []),
+    )
+    for row in read_csv(run, "batches.csv"):
+        epoch = int(row["epoch"])
+        while len(history.batch_losses) < epoch:
+            history.batch_losses.append([])
+        history.batch_losses[epoch - 1].append(float(row["loss"]))
+    test = evaluate(model, splits.test, cfg.eval_batch_size)
+    return TrainResult(model, history, test, summary)
+
+
+def read_csv(run: RunFolder, relative: str) -> list[dict[str, str]]:
+    with (run.path / relative).open() as f:
+        return list(csv.DictReader(f))

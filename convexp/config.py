@@ -235,6 +235,8 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
             raise type_error(key, hint, value)
         return value
     if hint is float:
+        if isinstance(value, str):
+            value = parse_float(value, key, hint)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise type_error(key, hint, value)
         return float(value)
@@ -243,6 +245,14 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
             raise type_error(key, hint, value)
         return value
     raise TypeError(f"config type {hint!r} of {key} is not supported")  # a bug, not user input
+
+
+def parse_float(text: str, key: str, hint: Any) -> float:
+    # YAML 1.1 reads `1e-3` (no dot) as a string; users mean the number.
+    try:
+        return float(text)
+    except ValueError:
+        raise type_error(key, hint, text) from None
 
 
 def type_name(hint: Any) -> str:

@@ -1,0 +1,47 @@
+"""Shared fixtures: small tensors, the real-data root, and a way to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    torch.set_num_threads(2)
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get("CONVEXP_DATA")
+    return Path(value) if value else None
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    """../shared/data/mnist-mini, found through CONVEXP_DATA (set by .ci/run)."""
+    root = data_dir()
+    if root is None:
+        pytest.skip("real-data test: set CONVEXP_DATA to the folder holding mnist-mini (e.g. ../shared/data)")
+    mini = root / "mnist-mini"
+    if not (mini / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real-data test: {mini}/MNIST/raw not found under CONVEXP_DATA")
+    return mini
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m convexp ARGS` in a subprocess, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "convexp", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )

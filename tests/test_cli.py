@@ -1,0 +1,87 @@
+"""The command line as a user meets it: subprocess runs, the run folder, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_cli
+
+RUN_FILES = ["config.yaml", "metrics.csv", "batches.csv", "summary.json", "model.pt", "log.txt",
+             "plots/loss.png", "plots/accuracy.png", "plots/batch_loss.png"]
+
+
+def only_run(out):
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_train_mnist_writes_a_complete_run_folder(tmp_path, mnist_root):
+    result = run_cli("train-mnist", "--config", "configs/train-mnist.yaml", "--set", f"data.root={mnist_root}",
+                     "--set", "train.epochs=1", "--set", "model.conv=unfold", "--out", str(tmp_path), "--name", "smoke", "-q")
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    assert run.name.endswith("-train-mnist-smoke")
+    for name in RUN_FILES:
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["parameters"] == 29_066 and summary["seed"] == 0 and summary["device"] == "cpu"
+    assert summary["test_accuracy"] > 0.9 and summary["seconds_per_epoch"] > 0
+    assert summary["torch_version"] and "torchvision_version" in summary
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 1 and config["model"]["conv"] == "unfold"
+    assert (run / "metrics.csv").read_text().splitlines()[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy"
+    assert len((run / "batches.csv").read_text().splitlines()) == 1 + 400  # 6,400 digits / batch 16
+    assert "epoch 1/1" in (run / "log.txt").read_text()
+    assert not (run / "checkpoint.pt").exists()
+    assert "test accuracy" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train-mnist", "--set", "train.epoch=2"], "error: unknown config key 'train.epoch'; did you mean 'train.epochs'?"),
+        (["train-mnist", "--bogus"], "error: No such option: --bogus"),
+        (["train-mnist", "--config", "missing.yaml"], "error: config file missing.yaml not found"),
+        (["train-mnist", "--device", "cuda"], "no CUDA GPU is available"),
+        (["train-mnist", "--set", "data.root=/nonexistent", "--set", "data.download=false"], "error: MNIST files under /nonexistent are missing"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, message):
+    result = run_cli(*args, "--out", str(tmp_path), env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = run_cli("train-mnist", "--set", "train.epoch=2", "--out", str(tmp_path), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_failed_data_load_leaves_a_failed_run_not_a_complete_one(tmp_path):
+    result = run_cli("train-mnist", "--set", "data.root=/nonexistent", "--set", "data.download=false", "--out", str(tmp_path))
+    assert result.returncode == 2
+    run = only_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "MNIST files" in summary["error"]
+    assert "MNIST files" in (run / "log.txt").read_text()
+    assert not (run / "model.pt").exists()
+
+
+def test_help_lists_the_subcommands():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "train-mnist" in result.stdout
+
+
+def test_installed_console_script_matches_module(tmp_path):
+    import shutil
+    exe = shutil.which("convexp") or str(REPO / ".venv" / "bin" / "convexp")
+    import subprocess
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "resume" in result.stdout

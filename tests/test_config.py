@@ -1,0 +1,84 @@
+"""Config loading: types, overrides, and the exact wording of mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convexp.config import (
+    AugmentConfig,
+    SweepBatchConfig,
+    TrainMnistConfig,
+    VarresPoolConfig,
+    dump_yaml,
+    load_config,
+)
+from convexp.errors import ConvexpError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load():
+    assert load_config(TrainMnistConfig, REPO / "configs/train-mnist.yaml").train.batch_size == 16
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    config = load_config(
+        TrainMnistConfig, write(tmp_path, "train:\n  epochs: 4\n"),
+        ["train.epochs=2", "data.root=/x/y", "train.lr=1e-2", "model.conv=unfold"],
+    )
+    assert (config.train.epochs, config.data.root, config.train.lr, config.model.conv) == (2, "/x/y", 0.01, "unfold")
+
+
+def test_int_accepted_where_a_float_is_asked():
+    assert load_config(TrainMnistConfig, None, ["train.lr=1"]).train.lr == 1.0
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(SweepBatchConfig, None, ["sweep.seeds=[0, 1, 2]"])
+    again = load_config(SweepBatchConfig, write(tmp_path, dump_yaml(config)))
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    "cls,text,overrides,message",
+    [
+        (TrainMnistConfig, "train:\n  epoch: 3\n", [], "unknown config key 'train.epoch'; did you mean 'train.epochs'?"),
+        (TrainMnistConfig, "trian: {}\n", [], "unknown config key 'trian'; did you mean 'train'?"),
+        (TrainMnistConfig, "", ["train.epochs=two"], "config key 'train.epochs' must be an integer; got 'two' (str)"),
+        (TrainMnistConfig, "", ["train.epochs=2.5"], "config key 'train.epochs' must be an integer"),
+        (TrainMnistConfig, "", ["data.download=maybe"], "config key 'data.download' must be true or false"),
+        (TrainMnistConfig, "", ["model.conv=fft"], "config key 'model.conv' must be one of native, unfold; got 'fft'"),
+        (TrainMnistConfig, "", ["train.epochs=0"], "config key 'train.epochs' must be greater than 0; got 0"),
+        (TrainMnistConfig, "", ["train.batch_size=-4"], "config key 'train.batch_size' must be greater than 0"),
+        (TrainMnistConfig, "", ["train.lr=0"], "config key 'train.lr' must be greater than 0"),
+        (TrainMnistConfig, "", ["device=tpu"], "config key 'device' must be one of auto, cpu, cuda"),
+        (TrainMnistConfig, "- a\n- b\n", [], "must be a YAML mapping of keys to values, not a list"),
+        (TrainMnistConfig, "train: [1, 2\n", [], "is not valid YAML"),
+        (TrainMnistConfig, "train: 3\n", [], "train must be a mapping"),
+        (TrainMnistConfig, "", ["epochs"], "is not of the form key.path=value"),
+        (SweepBatchConfig, "", ["sweep.batch_sizes=[]"], "sweep.batch_sizes is empty"),
+        (SweepBatchConfig, "", ["sweep.batch_sizes=[16, 0]"], "'sweep.batch_sizes[1]' must be greater than 0"),
+        (SweepBatchConfig, "", ["sweep.batch_sizes=16"], "'sweep.batch_sizes' must be a list of an integer"),
+        (VarresPoolConfig, "", ["model.channels=0"], "model.channels (N) must be at least 1"),
+        (VarresPoolConfig, "", ["model.pooling=[max, sum]"], "'model.pooling[1]' must be one of max, mean"),
+        (AugmentConfig, "", ["augment.enabled=1"], "'augment.enabled' must be true or false"),
+    ],
+)
+def test_bad_config_messages(tmp_path, cls, text, overrides, message):
+    with pytest.raises(ConvexpError) as info:
+        load_config(cls, write(tmp_path, text), overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConvexpError, match="not found: pass an existing file with --config"):
+        load_config(TrainMnistConfig, tmp_path / "nope.yaml")

@@ -1,0 +1,56 @@
+"""Network shapes, exact parameter counts, and native vs hand-written conv equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convexp.models import MNISTConvNet, UnfoldConv2d, VariableInputNet, count_parameters
+
+
+@pytest.mark.parametrize("conv", ["native", "unfold"])
+def test_mnist_convnet_shape_and_29066_parameters(conv):
+    model = MNISTConvNet(conv)
+    assert count_parameters(model) == 29_066
+    assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_unfold_switch_really_uses_the_hand_written_layer():
+    assert isinstance(MNISTConvNet("unfold").features.conv1, UnfoldConv2d)
+    assert isinstance(MNISTConvNet("native").features.conv1, torch.nn.Conv2d)
+    with pytest.raises(ValueError, match="conv kind"):
+        MNISTConvNet("fancy")
+
+
+@pytest.mark.parametrize("channels,expected", [(64, 23_946), (81, 29_029), (82, 29_328)])
+def test_variable_input_net_parameter_counts_match_the_report(channels, expected):
+    assert count_parameters(VariableInputNet(channels)) == expected
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+@pytest.mark.parametrize("size", [28, 32, 48, 64])
+def test_variable_input_net_accepts_any_resolution(pooling, size):
+    assert VariableInputNet(16, pooling)(torch.zeros(2, 1, size, size)).shape == (2, 10)
+
+
+def test_same_seed_gives_same_training_curve_native_and_unfold():
+    """A few Adam steps from one seed: both convs follow the same losses within float tolerance."""
+    data = torch.Generator().manual_seed(1)
+    images = torch.rand(6, 16, 1, 28, 28, generator=data)
+    labels = torch.randint(0, 10, (6, 16), generator=data)
+    curves = {}
+    for conv in ("native", "unfold"):
+        torch.manual_seed(0)
+        model = MNISTConvNet(conv)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        losses = []
+        for x, y in zip(images, labels):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        curves[conv] = torch.tensor(losses)
+    torch.testing.assert_close(curves["unfold"], curves["native"], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(curves["native"][0], curves["native"][-1])  # it did learn something

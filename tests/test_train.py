@@ -1,0 +1,79 @@
+"""The shared training loop on real digits: accuracy floor, determinism, divergence, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convexp.config import MnistData, Train
+from convexp.console import Reporter
+from convexp.data import Split, Splits, load_mnist
+from convexp.errors import ConvexpError
+from convexp.models import MNISTConvNet
+from convexp.runs import RunFolder
+from convexp.train import batch_order, evaluate, train_unit, seed_everything
+
+
+def tiny_splits(n=64, size=28, buckets=(28,)) -> Splits:
+    g = torch.Generator().manual_seed(0)
+    def split():
+        return Split([torch.rand(n, 1, s, s, generator=g) for s in buckets],
+                     [torch.randint(0, 10, (n,), generator=g) for _ in buckets])
+    return Splits(split(), split(), split())
+
+
+def train_into(tmp_path, splits, cfg, seed=0, name="run"):
+    seed_everything(seed)
+    model = MNISTConvNet("native")
+    run = RunFolder(tmp_path / name)
+    run.path.mkdir()
+    return run, train_unit(run, model, splits, cfg, seed=seed, device=torch.device("cpu"), reporter=Reporter(quiet=True))
+
+
+def test_batch_order_covers_every_sample_once_and_never_mixes_buckets():
+    split = tiny_splits(n=50, buckets=(32, 48, 64)).train
+    order = batch_order(split, 16, torch.Generator().manual_seed(0))
+    for bucket in range(3):
+        seen = torch.cat([idx for b, idx in order if b == bucket])
+        assert sorted(seen.tolist()) == list(range(50))
+    assert len(order) == 3 * 4
+    buckets_in_order = [b for b, _ in order]
+    assert buckets_in_order != sorted(buckets_in_order)  # interleaved, not one bucket after another
+
+
+def test_evaluate_counts_correct_predictions():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3, 4))
+        model[1].bias.zero_()
+    images = torch.eye(4)[:3].view(3, 1, 2, 2)
+    result = evaluate(model, Split([images], [torch.tensor([0, 1, 0])]), batch_size=2)
+    assert result.accuracy == pytest.approx(2 / 3)
+    assert result.predictions[0].tolist() == [0, 1, 2]
+
+
+def test_same_seed_gives_byte_identical_metrics(tmp_path):
+    cfg = Train(epochs=2, batch_size=16)
+    splits = tiny_splits()
+    run_a, _ = train_into(tmp_path, splits, cfg, name="a")
+    run_b, _ = train_into(tmp_path, splits, cfg, name="b")
+    for name in ("metrics.csv", "batches.csv"):
+        assert (run_a.path / name).read_bytes() == (run_b.path / name).read_bytes()
+    run_c, _ = train_into(tmp_path, splits, cfg, seed=1, name="c")
+    assert (run_c.path / "batches.csv").read_bytes() != (run_a.path / "batches.csv").read_bytes()
+
+
+def test_diverging_loss_fails_naming_epoch_and_batch(tmp_path):
+    with pytest.raises(ConvexpError, match=r"training loss became nan at epoch 1, batch \d+: .*train.lr=1e\+30"):
+        train_into(tmp_path, tiny_splits(), Train(epochs=1, batch_size=8, lr=1e30))
+    assert RunFolder(tmp_path / "run").read_summary()["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_mnist_mini_two_epochs_reaches_93_percent(tmp_path, mnist_root):
+    splits = load_mnist(MnistData(root=str(mnist_root), download=False))
+    run, result = train_into(tmp_path, splits, Train(epochs=2, batch_size=16))
+    assert result.history.rows[-1]["val_accuracy"] >= 0.93
+    assert result.test.accuracy >= 0.93
+    summary = run.read_summary()
+    assert summary["status"] == "completed" and summary["parameters"] == 29_066

@@ -44,13 +44,27 @@ def run_command(command: str, config: Path | None, overrides, device, seed, out,
     start(command, RunOptions(config, list(overrides or []), device, seed, out, name, quiet))
 
 
-@app.command("train-mnist")
-def train_mnist(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
-) -> None:
-    """Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model."""
-    run_command("train-mnist", config, set_, device, seed, out, name, quiet)
+EXPERIMENT_HELP = {
+    "train-mnist": "Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model.",
+    "sweep-batch": "Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves.",
+    "augment": "Train with per-sample augmentations (question 9): train/val/test curves, preview grid.",
+}
+
+
+def add_experiment_command(command: str, help_text: str) -> None:
+    """Every experiment subcommand takes the same options and hands them to lifecycle.start."""
+
+    def command_function(
+        config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+        out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
+    ) -> None:
+        run_command(command, config, set_, device, seed, out, name, quiet)
+
+    app.command(command, help=help_text)(command_function)
+
+
+for _command, _help in EXPERIMENT_HELP.items():
+    add_experiment_command(_command, _help)
 
 
 @app.command()

@@ -294,6 +294,13 @@ def check_values(config: Any) -> None:
             raise ConvexpError(f"model.channels (N) must be at least 1; got {config.model.channels}")
         if not config.model.pooling:
             raise ConvexpError("model.pooling is empty: list at least one of max, mean")
+    augment = getattr(config, "augment", None)
+    if augment is not None:
+        from convexp.augment import build_pipeline
+
+        build_pipeline(augment.transforms)  # raises ConvexpError naming a bad transform
+        require_positive("augment.preview_digits", augment.preview_digits)
+        require_positive("augment.preview_draws", augment.preview_draws)
     sweep = getattr(config, "sweep", None)
     if sweep is not None:
         if not sweep.batch_sizes:

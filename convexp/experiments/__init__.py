@@ -15,12 +15,19 @@ class Experiment:
     run: Callable
 
 
-def _train_mnist(*args):
-    from convexp.experiments import train_mnist
+def lazy(module: str) -> Callable:
+    """The experiment's run function, imported on first use (keeps `convexp --help` fast)."""
 
-    return train_mnist.run(*args)
+    def run(*args):
+        import importlib
+
+        return importlib.import_module(f"convexp.experiments.{module}").run(*args)
+
+    return run
 
 
 EXPERIMENTS: dict[str, Experiment] = {
-    "train-mnist": Experiment(config.TrainMnistConfig, _train_mnist),
+    "train-mnist": Experiment(config.TrainMnistConfig, lazy("train_mnist")),
+    "sweep-batch": Experiment(config.SweepBatchConfig, lazy("sweep_batch")),
+    "augment": Experiment(config.AugmentConfig, lazy("augment")),
 }

@@ -1,0 +1,45 @@
+"""`convexp augment`: the report's question 9, training with per-sample augmentations."""
+
+from __future__ import annotations
+
+import torch
+
+from convexp import plots
+from convexp.augment import build_pipeline
+from convexp.config import AugmentConfig
+from convexp.console import Reporter, print_table
+from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
+from convexp.models import MNISTConvNet
+from convexp.runs import RunFolder
+from convexp.train import seed_everything, train_unit
+
+
+def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    background = -MNIST_MEAN / MNIST_STD if config.data.normalize else 0.0
+    pipeline = build_pipeline(config.augment.transforms, background) if config.augment.enabled else None
+    splits = load_mnist(config.data).to(device)
+    if pipeline is not None:
+        preview(pipeline, splits.train.images[0], config, run, device)
+        reporter.line(f"augmentations: {', '.join(t['name'] for t in config.augment.transforms) or 'none listed'}")
+    else:
+        reporter.line("augmentations: disabled (augment.enabled=false)")
+    seed_everything(config.seed)
+    model = MNISTConvNet(config.model.conv).to(device)
+    result = train_unit(run, model, splits, config.train, seed=config.seed, device=device,
+                        reporter=reporter, augment=pipeline)
+    last = result.history.rows[-1]
+    print_table(reporter.console, "augment",
+                ["augmented", "train acc", "val acc", "test acc", "s/epoch"],
+                [[str(pipeline is not None), last["train_accuracy"], last["val_accuracy"],
+                  result.test.accuracy, f"{result.summary['seconds_per_epoch']:.2f}"]])
+    return {"augmented": pipeline is not None}
+
+
+def preview(pipeline, images: torch.Tensor, config: AugmentConfig, run: RunFolder, device) -> None:
+    """plots/augmentations.png: a few digits beside several augmented draws of each."""
+    originals = images[: config.augment.preview_digits]
+    generator = torch.Generator(device=device).manual_seed(config.seed + 1000)  # not the training stream
+    draws = [pipeline(originals, generator) for _ in range(config.augment.preview_draws)]
+    shift = -MNIST_MEAN / MNIST_STD if config.data.normalize else 0.0
+    scale = 1 / MNIST_STD if config.data.normalize else 1.0
+    plots.augmentation_grid((originals - shift) / scale, [(d - shift) / scale for d in draws], run.plots / "augmentations.png")

@@ -1,0 +1,87 @@
+"""`convexp sweep-batch`: the report's question 8, validation curves per batch size, over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from convexp import plots
+from convexp.config import SweepBatchConfig
+from convexp.console import Reporter, print_table
+from convexp.data import load_mnist
+from convexp.experiments.common import train_child
+from convexp.models import MNISTConvNet
+from convexp.runs import RunFolder
+from convexp.stats import mean_std
+
+
+def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    splits = load_mnist(config.data).to(device)
+    points = [(b, s) for b in config.sweep.batch_sizes for s in config.sweep.seeds]
+    reporter.line(f"sweep: {len(points)} runs (batch sizes {config.sweep.batch_sizes} x seeds {config.sweep.seeds})")
+    rows, curves = [], {}
+    for batch_size, seed in points:
+        child_config = dataclasses.replace(
+            config, seed=seed, train=dataclasses.replace(config.train, batch_size=batch_size)
+        )
+        child, result = train_child(
+            run, f"bs{batch_size}-seed{seed}", child_config, lambda: MNISTConvNet(config.model.conv),
+            splits, device, reporter,
+        )
+        rows.append(child_row(batch_size, seed, child, result))
+        if result is not None:
+            curves.setdefault(batch_size, []).append(result.history)
+    run.write_csv("summary.csv", rows)
+    aggregate = aggregate_by_batch_size(rows)
+    write_plots(run, curves)
+    show_table(reporter, aggregate)
+    return {"results": aggregate, "children": [r["run"] for r in rows]}
+
+
+def child_row(batch_size: int, seed: int, child: RunFolder, result) -> dict:
+    row = {"batch_size": batch_size, "seed": seed, "status": "failed", "best_val_accuracy": "",
+           "final_val_accuracy": "", "final_val_loss": "", "test_accuracy": "", "seconds_per_epoch": "",
+           "run": child.path.name}
+    if result is not None:
+        last = result.history.rows[-1]
+        row.update(status="completed", best_val_accuracy=result.history.best()["val_accuracy"],
+                   final_val_accuracy=last["val_accuracy"], final_val_loss=last["val_loss"],
+                   test_accuracy=result.test.accuracy, seconds_per_epoch=result.summary["seconds_per_epoch"])
+    return row
+
+
+def aggregate_by_batch_size(rows: list[dict]) -> dict[str, dict]:
+    """Mean and std over the completed seeds of each batch size."""
+    aggregate = {}
+    for batch_size in dict.fromkeys(r["batch_size"] for r in rows):
+        done = [r for r in rows if r["batch_size"] == batch_size and r["status"] == "completed"]
+        entry = {"runs": len(done), "failed": sum(r["batch_size"] == batch_size for r in rows) - len(done)}
+        for key in ("best_val_accuracy", "final_val_loss", "test_accuracy", "seconds_per_epoch"):
+            if done:
+                mean, std = mean_std([float(r[key]) for r in done])
+                entry[key] = {"mean": mean, "std": std}
+        aggregate[str(batch_size)] = entry
+    return aggregate
+
+
+def write_plots(run: RunFolder, curves: dict) -> None:
+    if not curves:
+        return
+    for key, label in (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy")):
+        plots.mean_std_curves(
+            {f"batch {b}": [[row[key] for row in h.rows] for h in histories] for b, histories in curves.items()},
+            label, f"{label.capitalize()} per epoch by batch size (mean ± std over seeds)", run.plots / f"{key}.png",
+        )
+
+
+def show_table(reporter: Reporter, aggregate: dict) -> None:
+    def fmt(entry, key, digits=4):
+        value = entry.get(key)
+        return "-" if value is None else f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+    order = sorted(aggregate.items(), key=lambda kv: -kv[1].get("best_val_accuracy", {"mean": -1})["mean"])
+    rows = [[b, e["runs"], e["failed"], fmt(e, "best_val_accuracy"), fmt(e, "final_val_loss"),
+             fmt(e, "test_accuracy"), fmt(e, "seconds_per_epoch", 2)] for b, e in order]
+    print_table(reporter.console, "sweep-batch (mean ± std over seeds)",
+                ["batch", "runs", "failed", "best val acc", "final val loss", "test acc", "s/epoch"], rows)

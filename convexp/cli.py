@@ -48,6 +48,8 @@ EXPERIMENT_HELP = {
     "train-mnist": "Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model.",
     "sweep-batch": "Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves.",
     "augment": "Train with per-sample augmentations (question 9): train/val/test curves, preview grid.",
+    "varres-resize": "mnist-varres resized to 28x28 into MNISTConvNet (questions 12, 13, 17).",
+    "varres-pool": "Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17).",
 }
 
 
@@ -65,6 +67,32 @@ def add_experiment_command(command: str, help_text: str) -> None:
 
 for _command, _help in EXPERIMENT_HELP.items():
     add_experiment_command(_command, _help)
+
+
+@app.command("count-params")
+def count_params(
+    config: ConfigOpt = None, set_: SetOpt = None,
+    channels: Annotated[Optional[int], typer.Option(help="N of the variable-input net.")] = None,
+    match: Annotated[bool, typer.Option("--match", help="Find the N closest to MNISTConvNet's parameter count.")] = False,
+    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Parameters and output shape per layer (questions 10, 15); --match searches N."""
+    overrides = list(set_ or []) + ([f"channels={channels}"] if channels is not None else []) + (["match=true"] if match else [])
+    run_command("count-params", config, overrides, None, None, out, name, quiet)
+
+
+@app.command("make-varres")
+def make_varres(
+    mnist_root: Annotated[Path, typer.Option(help="Folder holding MNIST/raw (e.g. ../shared/data/mnist-mini).")],
+    out: Annotated[Path, typer.Option(help="Where to write <out>/train and <out>/test.")],
+    seed: Annotated[int, typer.Option(help="Seed for canvas sizes and offsets.")] = 0,
+    center: Annotated[bool, typer.Option("--center", help="Paste digits in the centre, not at a random offset.")] = False,
+    sizes: Annotated[str, typer.Option(help="Canvas sizes, comma-separated.")] = "32,48,64",
+) -> None:
+    """Build mnist-varres from MNIST: each 28x28 digit, unscaled, on a 32/48/64 px black canvas."""
+    from convexp.experiments.make_varres import make
+
+    make(mnist_root, out, seed, center, sizes)
 
 
 @app.command()

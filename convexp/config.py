@@ -40,6 +40,7 @@ class VarresData:
     url: str = ""
     val_fraction: float = 0.2
     split_seed: int = 0
+    resolutions: list[int] = field(default_factory=lambda: [32, 48, 64])
 
 
 @dataclass
@@ -117,11 +118,38 @@ class VarresResizeConfig:
 
 @dataclass
 class VarresPoolConfig:
-    seed: int = 0
+    seed: int = 0  # unused: each child run takes its seed from `seeds`
+    seeds: list[int] = field(default_factory=lambda: [0])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: VarresData = field(default_factory=VarresData)
     model: VarresModel = field(default_factory=VarresModel)
     train: Train = field(default_factory=Train)
+
+
+@dataclass
+class ConvExample:
+    """One convolution whose output size is worked out by the formula (question 10)."""
+
+    in_channels: int = 3
+    out_channels: int = 16
+    kernel_size: list[int] = field(default_factory=lambda: [5, 5])
+    stride: int = 2
+    padding: int = 1
+    height: int = 768
+    width: int = 1024
+
+
+@dataclass
+class CountParamsConfig:
+    seed: int = 0  # unused; kept so every config has one
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    conv: Literal["native", "unfold"] = "native"
+    channels: int = 81  # N of the variable-input net
+    pooling: Literal["max", "mean"] = "max"
+    input_sizes: list[int] = field(default_factory=lambda: [28, 32, 48, 64])
+    match: bool = False  # search N whose parameter count is closest to MNISTConvNet's
+    match_max_channels: int = 512
+    conv_examples: list[ConvExample] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +305,18 @@ def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
 
 
 def check_values(config: Any) -> None:
+    if isinstance(config, CountParamsConfig):
+        if config.channels < 1:
+            raise ConvexpError(f"channels (N) must be at least 1; got {config.channels}")
+        for i, size in enumerate(config.input_sizes):
+            require_positive(f"input_sizes[{i}]", size)
+        require_positive("match_max_channels", config.match_max_channels)
+        for i, example in enumerate(config.conv_examples):
+            if example.stride < 1:
+                raise ConvexpError(f"conv_examples[{i}].stride must be at least 1; got {example.stride}")
+            if len(example.kernel_size) != 2 or min(example.kernel_size) < 1:
+                raise ConvexpError(f"conv_examples[{i}].kernel_size must be [height, width] >= 1; got {example.kernel_size}")
+        return
     train = getattr(config, "train", None)
     if train is not None:
         require_positive("train.epochs", train.epochs)
@@ -287,13 +327,18 @@ def check_values(config: Any) -> None:
     data = config.data
     if isinstance(data, MnistData) and not data.val_split > 0:
         raise ConvexpError(f"data.val_split must be a fraction in (0, 1) or a count >= 1; got {data.val_split}")
-    if isinstance(data, VarresData) and not 0 < data.val_fraction < 1:
-        raise ConvexpError(f"data.val_fraction must be between 0 and 1; got {data.val_fraction}")
+    if isinstance(data, VarresData):
+        if not 0 < data.val_fraction < 1:
+            raise ConvexpError(f"data.val_fraction must be between 0 and 1; got {data.val_fraction}")
+        if not data.resolutions or min(data.resolutions) < 8:
+            raise ConvexpError(f"data.resolutions must list sizes of at least 8 px (three 2x2 pools); got {data.resolutions}")
     if isinstance(config.model, VarresModel):
         if config.model.channels < 1:
             raise ConvexpError(f"model.channels (N) must be at least 1; got {config.model.channels}")
         if not config.model.pooling:
             raise ConvexpError("model.pooling is empty: list at least one of max, mean")
+        if not config.seeds:
+            raise ConvexpError("seeds is empty: list at least one seed, e.g. [0, 1, 2]")
     augment = getattr(config, "augment", None)
     if augment is not None:
         from convexp.augment import build_pipeline

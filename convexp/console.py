@@ -7,6 +7,7 @@ same account the terminal showed.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 class Reporter:
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.console = console or Console(highlight=False)
+        if not self.console.is_terminal and "COLUMNS" not in os.environ:
+            self.console.width = 120  # logs and pipes: room for a whole table row
         self.live_bars = self.console.is_terminal and not quiet and sys.stdout.isatty()
         self.logs: list[RunFolder] = []
 

@@ -21,3 +21,15 @@ def mean_std_per_epoch(runs: list[list[float]]) -> tuple[list[float], list[float
     length = max(len(run) for run in runs)
     pairs = [mean_std([run[e] for run in runs if len(run) > e]) for e in range(length)]
     return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+def confusion_matrix(labels: list[int], predictions: list[int], classes: int = 10) -> list[list[int]]:
+    """matrix[true][predicted] = count; row t sums to the number of examples of class t."""
+    matrix = [[0] * classes for _ in range(classes)]
+    for true, predicted in zip(labels, predictions):
+        matrix[true][predicted] += 1
+    return matrix
+
+
+def accuracy(labels: list[int], predictions: list[int]) -> float:
+    return sum(t == p for t, p in zip(labels, predictions)) / len(labels)

@@ -30,4 +30,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "train-mnist": Experiment(config.TrainMnistConfig, lazy("train_mnist")),
     "sweep-batch": Experiment(config.SweepBatchConfig, lazy("sweep_batch")),
     "augment": Experiment(config.AugmentConfig, lazy("augment")),
+    "varres-resize": Experiment(config.VarresResizeConfig, lazy("varres_resize")),
+    "varres-pool": Experiment(config.VarresPoolConfig, lazy("varres_pool")),
+    "count-params": Experiment(config.CountParamsConfig, lazy("count_params")),
 }

@@ -1,0 +1,33 @@
+"""Test-set breakdowns the varres experiments share: per resolution, per class, confusion."""
+
+from __future__ import annotations
+
+from convexp import plots
+from convexp.data import Split
+from convexp.runs import RunFolder
+from convexp.stats import accuracy, confusion_matrix
+from convexp.train import Evaluation
+
+
+def classification_breakdown(evaluation: Evaluation, split: Split, resolutions: list[int]) -> dict:
+    """Accuracy overall, per source resolution (one bucket each) and per class, and the confusion.
+
+    `resolutions[i]` names bucket i (the original size, also when images were resized to 28).
+    """
+    labels = [y.tolist() for y in split.labels]
+    predictions = [p.tolist() for p in evaluation.predictions]
+    all_labels = [y for bucket in labels for y in bucket]
+    all_predictions = [p for bucket in predictions for p in bucket]
+    matrix = confusion_matrix(all_labels, all_predictions)
+    return {
+        "test_accuracy": evaluation.accuracy,
+        "test_loss": evaluation.loss,
+        "accuracy_per_resolution": {str(r): accuracy(y, p) for r, y, p in zip(resolutions, labels, predictions)},
+        "accuracy_per_class": {str(c): matrix[c][c] / max(1, sum(matrix[c])) for c in range(10)},
+        "confusion_matrix": matrix,
+    }
+
+
+def write_breakdown(run: RunFolder, breakdown: dict, title: str) -> None:
+    run.update_summary(**breakdown)
+    plots.confusion_matrix(breakdown["confusion_matrix"], title, run.plots / "confusion.png")

@@ -1,0 +1,90 @@
+"""`convexp varres-pool`: questions 11, 14-17, a global-pooling net trained on native resolutions.
+
+One child run per (pooling, seed); batches come from one resolution bucket at a time, buckets
+interleaved in a fresh random order every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from convexp import plots
+from convexp.config import VarresPoolConfig
+from convexp.console import Reporter, print_table
+from convexp.data import Splits
+from convexp.experiments.classification import classification_breakdown, write_breakdown
+from convexp.experiments.common import train_child
+from convexp.models import VariableInputNet, count_parameters
+from convexp.runs import RunFolder
+from convexp.stats import mean_std
+from convexp.varres import load_varres
+
+
+def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    train, val, test = load_varres(config.data)
+    splits = Splits(train, val, test).to(device)
+    n = config.model.channels
+    reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
+                  f"buckets {test.resolutions} px; N={n} ({count_parameters(VariableInputNet(n))} parameters)")
+    breakdowns: dict[str, list[dict]] = {}
+    histories: dict[str, list] = {}
+    for pooling in config.model.pooling:
+        for seed in config.seeds:
+            child_config = dataclasses.replace(config, seed=seed, seeds=[seed],
+                                               model=dataclasses.replace(config.model, pooling=[pooling]))
+            child, result = train_child(run, f"{pooling}-seed{seed}", child_config,
+                                        lambda: VariableInputNet(n, pooling, config.model.conv), splits, device, reporter)
+            if result is None:
+                continue
+            breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
+            write_breakdown(child, breakdown, f"varres-pool ({pooling}, seed {seed}): test confusion matrix")
+            breakdowns.setdefault(pooling, []).append(breakdown | {"seconds_per_epoch": result.summary["seconds_per_epoch"]})
+            histories.setdefault(pooling, []).append(result.history)
+    results = {pooling: aggregate(items) for pooling, items in breakdowns.items()}
+    write_plots(run, results, breakdowns, histories, test.resolutions)
+    show_table(reporter, results, test.resolutions)
+    return {"results": results, "parameters": count_parameters(VariableInputNet(n))}
+
+
+def aggregate(breakdowns: list[dict]) -> dict:
+    """Mean ± std over seeds of overall and per-resolution test accuracy, and epoch time."""
+    def summarise(values):
+        mean, std = mean_std(values)
+        return {"mean": mean, "std": std}
+
+    resolutions = breakdowns[0]["accuracy_per_resolution"]
+    return {
+        "runs": len(breakdowns),
+        "test_accuracy": summarise([b["test_accuracy"] for b in breakdowns]),
+        "accuracy_per_resolution": {r: summarise([b["accuracy_per_resolution"][r] for b in breakdowns]) for r in resolutions},
+        "seconds_per_epoch": summarise([b["seconds_per_epoch"] for b in breakdowns]),
+    }
+
+
+def write_plots(run: RunFolder, results: dict, breakdowns: dict, histories: dict, resolutions: list[int]) -> None:
+    if not results:
+        return
+    for key, label in (("val_accuracy", "validation accuracy"), ("train_loss", "training loss")):
+        plots.mean_std_curves({f"{p} pooling": [[row[key] for row in h.rows] for h in hs] for p, hs in histories.items()},
+                              label, f"{label.capitalize()} per epoch: max vs mean pooling", run.plots / f"{key}.png")
+    plots.grouped_bars(
+        {f"{p} pooling": {**{f"{r} px": results[p]["accuracy_per_resolution"][str(r)]["mean"] for r in resolutions},
+                          "overall": results[p]["test_accuracy"]["mean"]} for p in results},
+        "test accuracy", "Test accuracy per input resolution (mean over seeds)", run.plots / "accuracy_per_resolution.png",
+    )
+    for pooling, items in breakdowns.items():
+        summed = [[sum(b["confusion_matrix"][i][j] for b in items) for j in range(10)] for i in range(10)]
+        plots.confusion_matrix(summed, f"{pooling} pooling: test confusion (summed over {len(items)} seed(s))",
+                               run.plots / f"confusion-{pooling}.png")
+
+
+def show_table(reporter: Reporter, results: dict, resolutions: list[int]) -> None:
+    def fmt(value):
+        return f"{value['mean']:.4f} ± {value['std']:.4f}"
+
+    rows = [[p, r["runs"], fmt(r["test_accuracy"]), *(fmt(r["accuracy_per_resolution"][str(s)]) for s in resolutions),
+             f"{r['seconds_per_epoch']['mean']:.2f}"] for p, r in results.items()]
+    print_table(reporter.console, "varres-pool (test accuracy, mean ± std over seeds)",
+                ["pooling", "runs", "overall"] + [f"{s} px" for s in resolutions] + ["s/epoch"], rows)

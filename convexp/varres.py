@@ -1,0 +1,172 @@
+"""mnist-varres: digits at 32, 48 and 64 px as grayscale PNGs in ImageFolder layout.
+
+    <root>/train/<digit>/<n>.png    <root>/test/<digit>/<n>.png
+
+The course made it by pasting each unscaled 28x28 MNIST digit on a larger black canvas ("we
+didn't blow up the digits, we just added extra black pixels"). `build_varres` does the same from
+any MNIST root; `load_varres` reads such a folder (ours or the course's archive) into one tensor
+per resolution, so batches never mix sizes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from convexp.config import VarresData
+from convexp.data import Split, read_mnist
+from convexp.errors import ConvexpError
+
+CANVAS_SIZES = (32, 48, 64)
+DIGIT_SIZE = 28
+
+
+# -- building the data set from MNIST -------------------------------------------------------------
+
+
+def build_varres(
+    mnist_root: Path, out: Path, seed: int = 0, center: bool = False, sizes=CANVAS_SIZES
+) -> dict[str, Counter]:
+    """Write the data set under `out`; returns counts per split of (digit, size) pairs.
+
+    Written into `<out>.partial` and renamed at the end, so an interrupted build leaves no
+    folder that looks complete.
+    """
+    from PIL import Image
+
+    if out.exists():
+        raise ConvexpError(f"{out} already exists: remove it or pick another --out")
+    if any(s < DIGIT_SIZE for s in sizes):
+        raise ConvexpError(f"canvas sizes {list(sizes)} must all be at least {DIGIT_SIZE}")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    generator = torch.Generator().manual_seed(seed)
+    counts: dict[str, Counter] = {}
+    for split, train in (("train", True), ("test", False)):
+        images, labels = read_mnist(mnist_root, train=train, download=False)
+        pixels = (images[:, 0] * 255).round().to(torch.uint8)  # (n, 28, 28), the original bytes
+        size_index = torch.randint(len(sizes), (len(labels),), generator=generator)
+        counts[split] = Counter()
+        for digit in range(10):
+            (out.parent / partial.name / split / str(digit)).mkdir(parents=True, exist_ok=True)
+        for n, (digit_pixels, label, k) in enumerate(zip(pixels, labels.tolist(), size_index.tolist())):
+            size = sizes[k]
+            canvas = paste(digit_pixels, size, generator, center)
+            Image.fromarray(canvas.numpy(), mode="L").save(partial / split / str(label) / f"{n}.png")
+            counts[split][(label, size)] += 1
+    partial.rename(out)
+    return counts
+
+
+def paste(digit: torch.Tensor, size: int, generator: torch.Generator, center: bool) -> torch.Tensor:
+    """(28, 28) uint8 digit on a black (size, size) canvas, at a random or central offset."""
+    canvas = torch.zeros(size, size, dtype=torch.uint8)
+    room = size - DIGIT_SIZE
+    if center:
+        top = left = room // 2
+    else:
+        top, left = torch.randint(room + 1, (2,), generator=generator).tolist()
+    canvas[top : top + DIGIT_SIZE, left : left + DIGIT_SIZE] = digit
+    return canvas
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_varres(cfg: VarresData) -> tuple[Split, Split, Split]:
+    """train, validation (random fraction, seeded) and test splits, bucketed by resolution."""
+    root = Path(cfg.root)
+    if not (root / "train").is_dir() and cfg.url:
+        fetch_archive(cfg.url, root)
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise ConvexpError(
+                f"mnist-varres not found: {root / split} is missing; build it with "
+                f"`convexp make-varres --mnist-root MNIST_ROOT --out {root}` or set data.root (or data.url)"
+            )
+    train_x, train_y = read_image_folder(root / "train")
+    test_x, test_y = read_image_folder(root / "test")
+    permutation = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_val = round(cfg.val_fraction * len(train_y))
+    if not 0 < n_val < len(train_y):
+        raise ConvexpError(f"data.val_fraction={cfg.val_fraction} leaves no training or no validation images")
+    val_ids, train_ids = permutation[:n_val].tolist(), permutation[n_val:].tolist()
+    resolutions = cfg.resolutions
+    return (
+        bucket([train_x[i] for i in train_ids], train_y[train_ids], resolutions, root / "train"),
+        bucket([train_x[i] for i in val_ids], train_y[val_ids], resolutions, root / "train"),
+        bucket(test_x, test_y, resolutions, root / "test"),
+    )
+
+
+def read_image_folder(folder: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every image as (1, h, w) float32 in [0, 1], one grey channel, via torchvision's ImageFolder."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        dataset = ImageFolder(str(folder), loader=open_grey)
+    except FileNotFoundError as exc:
+        raise ConvexpError(f"no images in {folder} ({exc}): it needs <digit>/<n>.png subfolders") from None
+    if sorted(dataset.classes, key=str) != [str(d) for d in range(10)]:
+        raise ConvexpError(f"{folder} must hold class folders 0..9; found {', '.join(dataset.classes)}")
+    images = []
+    for path, _ in dataset.samples:
+        images.append(pil_to_tensor(open_grey(path)).float().div_(255))
+    labels = torch.tensor([int(dataset.classes[label]) for _, label in dataset.samples])
+    return images, labels
+
+
+def open_grey(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("L")  # grey, one channel, whatever the file stored
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ConvexpError(f"cannot read image {path} ({type(exc).__name__}): it is corrupt; delete or replace it") from None
+
+
+def bucket(images: list[torch.Tensor], labels: torch.Tensor, resolutions: list[int], folder: Path) -> Split:
+    """One (n, 1, s, s) tensor per resolution, in `resolutions` order (empty ones left out)."""
+    by_size: dict[int, list[int]] = {s: [] for s in resolutions}
+    for i, image in enumerate(images):
+        h, w = image.shape[-2:]
+        if h != w or h not in by_size:
+            raise ConvexpError(
+                f"an image under {folder} is {h}x{w}, not one of the resolutions "
+                f"{', '.join(f'{s}x{s}' for s in resolutions)}: add its size to data.resolutions or remove it"
+            )
+        by_size[h].append(i)
+    sizes = [s for s in resolutions if by_size[s]]
+    return Split(
+        [torch.stack([images[i] for i in by_size[s]]) for s in sizes],
+        [labels[by_size[s]] for s in sizes],
+    )
+
+
+def resize_split(split: Split, size: int = DIGIT_SIZE, merge: bool = True) -> Split:
+    """Every bucket resized to size x size (bilinear, antialiased, as torchvision's Resize).
+
+    merge=True makes one bucket (training); False keeps one per source resolution (per-resolution
+    test accuracy).
+    """
+    resized = [F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+               for x in split.images]
+    if merge:
+        return Split([torch.cat(resized)], [torch.cat(split.labels)])
+    return Split(resized, list(split.labels))
+
+
+def fetch_archive(url: str, root: Path) -> None:
+    """Download and unpack the course archive (mnist-varres.tgz holds mnist-varres/{train,test})."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(url, download_root=str(root.parent), remove_finished=True)
+    except Exception as exc:
+        raise ConvexpError(f"could not download {url} ({type(exc).__name__}): check the address, or build the data with make-varres") from None

@@ -1,0 +1,152 @@
+"""mnist-varres: the builder's layout, bucketing, loader errors, and the varres experiments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from convexp.config import VarresData
+from convexp.data import Split
+from convexp.errors import ConvexpError
+from convexp.experiments.classification import classification_breakdown
+from convexp.train import Evaluation
+from convexp.varres import build_varres, load_varres, paste, resize_split
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def varres_root(tmp_path_factory):
+    import os
+    from pathlib import Path
+
+    if not os.environ.get("CONVEXP_DATA"):
+        pytest.skip("real-data test: set CONVEXP_DATA to the folder holding mnist-mini (e.g. ../shared/data)")
+    out = tmp_path_factory.mktemp("varres") / "mnist-varres"
+    counts = build_varres(Path(os.environ["CONVEXP_DATA"]) / "mnist-mini", out, seed=0)
+    return out, counts
+
+
+def write_pngs(root, sizes_per_digit, corrupt=None):
+    """A tiny synthetic varres folder: for each split, digit d gets one image per listed size."""
+    for split in ("train", "test"):
+        for digit in range(10):
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            for n, size in enumerate(sizes_per_digit):
+                Image.new("L", (size, size), color=digit * 20).save(folder / f"{n}.png")
+    if corrupt:
+        (root / "train" / "3" / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root
+
+
+def test_paste_keeps_the_digit_unscaled_on_black():
+    digit = torch.randint(1, 256, (28, 28), dtype=torch.uint8)
+    canvas = paste(digit, 48, torch.Generator().manual_seed(0), center=True)
+    assert canvas.shape == (48, 48)
+    assert torch.equal(canvas[10:38, 10:38], digit)
+    assert int(canvas.sum()) == int(digit.sum())  # nothing else is drawn: the rest is black
+    placed = paste(digit, 64, torch.Generator().manual_seed(1), center=False)
+    assert int(placed.sum()) == int(digit.sum())
+
+
+def test_built_layout_counts_and_resolutions(varres_root):
+    root, counts = varres_root
+    for split, expected in (("train", 8000), ("test", 2000)):
+        files = sorted((root / split).glob("*/*.png"))
+        assert len(files) == expected == sum(counts[split].values())
+        assert sorted(p.name for p in (root / split).iterdir()) == [str(d) for d in range(10)]
+    sizes = {Image.open(p).size for p in list((root / "test").glob("*/*.png"))[:300]}
+    assert sizes == {(32, 32), (48, 48), (64, 64)}
+    assert Image.open(next((root / "train" / "0").glob("*.png"))).mode == "L"
+    # per-class counts of mnist-mini's training set (../shared/data/README.txt)
+    per_class = [sum(counts["train"][(d, s)] for s in (32, 48, 64)) for d in range(10)]
+    assert per_class == [784, 908, 826, 808, 786, 714, 766, 822, 779, 807]
+
+
+def test_buckets_never_mix_sizes_and_cover_everything(varres_root):
+    root, _ = varres_root
+    train, val, test = load_varres(VarresData(root=str(root)))
+    assert train.size + val.size == 8000 and test.size == 2000 and val.size == 1600
+    for split in (train, val, test):
+        assert split.resolutions == [32, 48, 64]
+        for images, labels in zip(split.images, split.labels):
+            assert images.shape[1:] == (1, images.shape[-1], images.shape[-1]) and len(images) == len(labels)
+    resized = resize_split(test, merge=False)
+    assert all(x.shape[-2:] == (28, 28) for x in resized.images) and resized.size == 2000
+    assert float(resized.images[2].max()) <= 1.0
+
+
+def test_split_is_seeded(tmp_path):
+    root = write_pngs(tmp_path / "v", [32, 48, 32, 64, 48])
+    a = load_varres(VarresData(root=str(root), split_seed=1))[1]
+    b = load_varres(VarresData(root=str(root), split_seed=1))[1]
+    c = load_varres(VarresData(root=str(root), split_seed=2))[1]
+    assert all(torch.equal(x, y) for x, y in zip(a.labels, b.labels))
+    assert [y.tolist() for y in a.labels] != [y.tolist() for y in c.labels]
+
+
+def test_corrupt_png_is_named(tmp_path):
+    root = write_pngs(tmp_path / "v", [32, 48], corrupt="bad.png")
+    with pytest.raises(ConvexpError, match=r"cannot read image .*train/3/bad.png .*corrupt"):
+        load_varres(VarresData(root=str(root)))
+
+
+def test_unexpected_size_is_an_error(tmp_path):
+    root = write_pngs(tmp_path / "v", [32, 50])
+    with pytest.raises(ConvexpError, match=r"is 50x50, not one of the resolutions 32x32, 48x48, 64x64"):
+        load_varres(VarresData(root=str(root)))
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(ConvexpError, match="mnist-varres not found: .* build it with `convexp make-varres"):
+        load_varres(VarresData(root=str(tmp_path / "none")))
+    for split in ("train", "test"):
+        for digit in range(10):
+            (tmp_path / "empty" / split / str(digit)).mkdir(parents=True)
+    with pytest.raises(ConvexpError, match="no images in"):
+        load_varres(VarresData(root=str(tmp_path / "empty")))
+
+
+def test_confusion_rows_sum_to_class_counts():
+    labels = [torch.tensor([0, 1, 1, 2]), torch.tensor([2, 2, 9])]
+    predictions = [torch.tensor([0, 1, 2, 2]), torch.tensor([2, 0, 9])]
+    split = Split([torch.zeros(4, 1, 32, 32), torch.zeros(3, 1, 48, 48)], labels)
+    breakdown = classification_breakdown(Evaluation(0.5, 5 / 7, predictions), split, [32, 48])
+    matrix = breakdown["confusion_matrix"]
+    counts = torch.bincount(torch.cat(labels), minlength=10).tolist()
+    assert [sum(row) for row in matrix] == counts
+    assert matrix[1][2] == 1 and matrix[2][0] == 1
+    assert breakdown["accuracy_per_resolution"] == {"32": 0.75, "48": pytest.approx(2 / 3)}
+    assert breakdown["accuracy_per_class"]["2"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.slow
+def test_varres_resize_and_pool_runs(tmp_path, varres_root):
+    root, _ = varres_root
+    result = run_cli("varres-resize", "--set", f"data.root={root}", "--set", "train.epochs=1", "--out", str(tmp_path / "r"), "-q")
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "r").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and set(summary["accuracy_per_resolution"]) == {"32", "48", "64"}
+    assert [sum(row) for row in summary["confusion_matrix"]] == [196, 227, 206, 202, 196, 178, 192, 206, 195, 202]
+    assert (run / "plots" / "confusion.png").is_file()
+
+    result = run_cli("varres-pool", "--set", f"data.root={root}", "--set", "train.epochs=1", "--set", "model.channels=16",
+                     "--out", str(tmp_path / "p"), "-q")
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "p").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["results"]) == {"max", "mean"}
+    assert summary["results"]["max"]["test_accuracy"]["mean"] > 0.5
+    for name in ("confusion-max.png", "confusion-mean.png", "accuracy_per_resolution.png", "val_accuracy.png"):
+        assert (run / "plots" / name).is_file(), name
+    assert json.loads((run / "max-seed0" / "summary.json").read_text())["parameters"] == 4810 + 299 * 16
+
+
+def test_make_varres_cli_refuses_to_overwrite(tmp_path):
+    (tmp_path / "exists").mkdir()
+    result = run_cli("make-varres", "--mnist-root", str(tmp_path), "--out", str(tmp_path / "exists"))
+    assert result.returncode == 2 and "already exists" in result.stderr

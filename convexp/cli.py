@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="convexp", standalone_mode=False)
+        # Outside standalone mode typer turns Ctrl-C into a returned exit code (130).
+        code = app(args=args, prog_name="convexp", standalone_mode=False)
     except ConvexpError as exc:
         if debug:
             raise
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry_point() -> None:

@@ -93,7 +93,7 @@ def resume(run_dir: Path, quiet: bool = False) -> RunFolder:
 
 def execute(experiment: Experiment, config, run: RunFolder, device: torch.device, reporter: Reporter) -> None:
     configure_device(device, getattr(getattr(config, "train", None), "deterministic", False))
-    with reporter.logging_to(run), sigterm_as_interrupt():
+    with reporter.logging_to(run), interrupts_as_keyboard_interrupt():
         try:
             headline = experiment.run(config, run, device, reporter) or {}
         except KeyboardInterrupt:
@@ -112,18 +112,23 @@ def execute(experiment: Experiment, config, run: RunFolder, device: torch.device
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the job) is handled exactly like Ctrl-C."""
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt while a run works.
+
+    SIGTERM is how schedulers stop jobs. SIGINT is set explicitly because a process started in
+    the background by a non-interactive shell inherits it ignored, and Ctrl-C must still work.
+    """
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -45,3 +45,18 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
+
+
+def write_pngs(root, sizes_per_digit, corrupt=None):
+    """A tiny synthetic varres folder: for each split, digit d gets one image per listed size."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for digit in range(10):
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            for n, size in enumerate(sizes_per_digit):
+                Image.new("L", (size, size), color=digit * 20).save(folder / f"{n}.png")
+    if corrupt:
+        (root / "train" / "3" / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root

@@ -14,7 +14,7 @@ from convexp.errors import ConvexpError
 from convexp.experiments.classification import classification_breakdown
 from convexp.train import Evaluation
 from convexp.varres import build_varres, load_varres, paste, resize_split
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_pngs
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +27,6 @@ def varres_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("varres") / "mnist-varres"
     counts = build_varres(Path(os.environ["CONVEXP_DATA"]) / "mnist-mini", out, seed=0)
     return out, counts
-
-
-def write_pngs(root, sizes_per_digit, corrupt=None):
-    """A tiny synthetic varres folder: for each split, digit d gets one image per listed size."""
-    for split in ("train", "test"):
-        for digit in range(10):
-            folder = root / split / str(digit)
-            folder.mkdir(parents=True, exist_ok=True)
-            for n, size in enumerate(sizes_per_digit):
-                Image.new("L", (size, size), color=digit * 20).save(folder / f"{n}.png")
-    if corrupt:
-        (root / "train" / "3" / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    return root
 
 
 def test_paste_keeps_the_digit_unscaled_on_black():

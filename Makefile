@@ -25,5 +25,8 @@ test-fast: setup
 train: setup
 	$(BIN)/convexp train-mnist --config configs/train-mnist.yaml $(DATA_ROOT) $(ARGS)
 
+bench: setup
+	$(BIN)/convexp bench --config configs/bench.yaml $(ARGS)
+
 clean-runs:
 	rm -rf runs/2*

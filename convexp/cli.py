@@ -50,6 +50,7 @@ EXPERIMENT_HELP = {
     "augment": "Train with per-sample augmentations (question 9): train/val/test curves, preview grid.",
     "varres-resize": "mnist-varres resized to 28x28 into MNISTConvNet (questions 12, 13, 17).",
     "varres-pool": "Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17).",
+    "bench": "Time hand-written vs native conv (layers, training step, GFLOP/s) and the training loop.",
 }
 
 

@@ -45,7 +45,7 @@ class VarresData:
 
 @dataclass
 class Model:
-    conv: Literal["native", "unfold"] = "native"
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Augment:
 
 @dataclass
 class VarresModel:
-    conv: Literal["native", "unfold"] = "native"
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
     channels: int = 81  # N: output channels of the last conv = width of the global pool
     pooling: list[Literal["max", "mean"]] = field(default_factory=lambda: ["max", "mean"])
 
@@ -143,13 +143,27 @@ class ConvExample:
 class CountParamsConfig:
     seed: int = 0  # unused; kept so every config has one
     device: Literal["auto", "cpu", "cuda"] = "cpu"
-    conv: Literal["native", "unfold"] = "native"
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
     channels: int = 81  # N of the variable-input net
     pooling: Literal["max", "mean"] = "max"
     input_sizes: list[int] = field(default_factory=lambda: [28, 32, 48, 64])
     match: bool = False  # search N whose parameter count is closest to MNISTConvNet's
     match_max_channels: int = 512
     conv_examples: list[ConvExample] = field(default_factory=list)
+
+
+@dataclass
+class BenchConfig:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    convs: list[Literal["native", "unfold", "unfold-reference"]] = field(default_factory=lambda: ["native", "unfold"])
+    batch_sizes: list[int] = field(default_factory=lambda: [16, 64, 256])
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    min_run_time: float = 0.5  # seconds each timing runs for (torch.utils.benchmark)
+    rounds: int = 3  # native and hand-written alternate this many times; the fastest median counts
+    loop_digits: int = 6400  # epoch of the training loop vs a bare loop, on random digits
+    loop_batch_size: int = 16
+    loop_repeats: int = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +319,16 @@ def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
 
 
 def check_values(config: Any) -> None:
+    if isinstance(config, BenchConfig):
+        for key in ("convs", "batch_sizes", "threads"):
+            if not getattr(config, key):
+                raise ConvexpError(f"{key} is empty: list at least one value")
+        for key in ("batch_sizes", "threads"):
+            for i, value in enumerate(getattr(config, key)):
+                require_positive(f"{key}[{i}]", value)
+        for key in ("min_run_time", "rounds", "loop_digits", "loop_batch_size", "loop_repeats"):
+            require_positive(key, getattr(config, key))
+        return
     if isinstance(config, CountParamsConfig):
         if config.channels < 1:
             raise ConvexpError(f"channels (N) must be at least 1; got {config.channels}")

@@ -1,6 +1,7 @@
 """The networks: the hand-written conv layer, MNISTConvNet (question 7), VariableInputNet (question 11).
 
-`conv: native | unfold` picks nn.Conv2d or UnfoldConv2d everywhere; both initialise their
+`conv: native | unfold | unfold-reference` picks nn.Conv2d or UnfoldConv2d (fast row layout, or
+the report's F.unfold/F.fold layout) everywhere; both initialise their
 parameters with the same random draws, so one seed gives the same network either way.
 """
 
@@ -18,8 +19,10 @@ from convexp import autograd
 class UnfoldConv2d(nn.Module):
     """Conv layer built on the hand-written Conv2dFunction; parameters as in nn.Conv2d."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias=True,
+                 algorithm: str = "rows"):
         super().__init__()
+        self.algorithm = algorithm  # "rows" (fast) or "reference" (the report's F.unfold/F.fold)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = autograd.as_pair(kernel_size)
         self.stride = autograd.as_pair(stride)
@@ -38,16 +41,16 @@ class UnfoldConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, c_in, h, w) -> (b, c_out, h_out, w_out)."""
-        return autograd.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return autograd.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.algorithm)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, algorithm={self.algorithm}"
         )
 
 
-CONV_KINDS = ("native", "unfold")
+CONV_KINDS = ("native", "unfold", "unfold-reference")
 
 
 def make_conv(kind: str, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=1) -> nn.Module:
@@ -55,6 +58,8 @@ def make_conv(kind: str, in_channels: int, out_channels: int, kernel_size=3, str
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
     if kind == "unfold":
         return UnfoldConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+    if kind == "unfold-reference":
+        return UnfoldConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, algorithm="reference")
     raise ValueError(f"conv kind must be one of {CONV_KINDS}; got {kind!r}")
 
 

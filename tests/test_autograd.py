@@ -65,34 +65,50 @@ CONV_GRID = [
 ]
 
 
+ALGORITHMS = ["rows", "reference"]  # the fast layout and the report's F.unfold/F.fold layout
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("stride,padding,kernel,c_in,c_out,batch", CONV_GRID)
-def test_conv2d_gradcheck_grid(stride, padding, kernel, c_in, c_out, batch):
+def test_conv2d_gradcheck_grid(stride, padding, kernel, c_in, c_out, batch, algorithm):
     x = double(batch, c_in, 7, 8)
     w = double(c_out, c_in, *kernel)
     b = double(c_out)
-    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding), (x, w, b))
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding, algorithm), (x, w, b))
     expected = F.conv2d(x, w, b, stride=stride, padding=padding)
-    assert torch.allclose(autograd.conv2d(x, w, b, stride, padding), expected)
+    assert torch.allclose(autograd.conv2d(x, w, b, stride, padding, algorithm), expected)
 
 
-def test_conv2d_without_bias_and_unbatched_input():
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_conv2d_without_bias_and_unbatched_input(algorithm):
     x, w = double(3, 6, 6), double(2, 3, 3, 3)
-    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1), (x, w))
-    assert autograd.conv2d(x, w, padding=1).shape == (2, 6, 6)
+    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1, algorithm), (x, w))
+    assert autograd.conv2d(x, w, padding=1, algorithm=algorithm).shape == (2, 6, 6)
 
 
-def test_conv2d_first_layer_skips_input_grad():
+def test_rows_conv_accepts_channels_last_and_strided_inputs():
+    x = double(2, 3, 9, 9)
+    w = double(4, 3, 3, 3)
+    channels_last = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 2, 1), (channels_last, w))
+    sliced = double(2, 3, 12, 12)[:, :, ::2, 1:10]  # a non-contiguous view
+    torch.testing.assert_close(autograd.conv2d(sliced, w, None, 1, 1), F.conv2d(sliced, w, None, 1, 1))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_conv2d_first_layer_skips_input_grad(algorithm):
     x = torch.randn(2, 1, 8, 8)  # no requires_grad: like a network's input
     w = torch.randn(3, 1, 3, 3, requires_grad=True)
-    autograd.conv2d(x, w, None, 1, 1).sum().backward()
+    autograd.conv2d(x, w, None, 1, 1, algorithm).sum().backward()
     assert x.grad is None and w.grad is not None
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("stride,padding,kernel", [(1, 1, (3, 3)), (2, 0, (5, 5)), (2, 2, (3, 5)), (1, 0, (1, 1))])
-def test_unfold_layer_equals_nn_conv2d_in_float32(stride, padding, kernel):
+def test_unfold_layer_equals_nn_conv2d_in_float32(stride, padding, kernel, algorithm):
     torch.manual_seed(0)
     native = nn.Conv2d(4, 6, kernel, stride=stride, padding=padding)
-    ours = UnfoldConv2d(4, 6, kernel, stride=stride, padding=padding)
+    ours = UnfoldConv2d(4, 6, kernel, stride=stride, padding=padding, algorithm=algorithm)
     ours.load_state_dict(native.state_dict())
     x1 = torch.randn(3, 4, 12, 11, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()

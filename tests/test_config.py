@@ -55,7 +55,7 @@ def test_resolved_config_round_trips(tmp_path):
         (TrainMnistConfig, "", ["train.epochs=two"], "config key 'train.epochs' must be an integer; got 'two' (str)"),
         (TrainMnistConfig, "", ["train.epochs=2.5"], "config key 'train.epochs' must be an integer"),
         (TrainMnistConfig, "", ["data.download=maybe"], "config key 'data.download' must be true or false"),
-        (TrainMnistConfig, "", ["model.conv=fft"], "config key 'model.conv' must be one of native, unfold; got 'fft'"),
+        (TrainMnistConfig, "", ["model.conv=fft"], "config key 'model.conv' must be one of native, unfold, unfold-reference; got 'fft'"),
         (TrainMnistConfig, "", ["train.epochs=0"], "config key 'train.epochs' must be greater than 0; got 0"),
         (TrainMnistConfig, "", ["train.batch_size=-4"], "config key 'train.batch_size' must be greater than 0"),
         (TrainMnistConfig, "", ["train.lr=0"], "config key 'train.lr' must be greater than 0"),

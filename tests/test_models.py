@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from convexp.models import MNISTConvNet, UnfoldConv2d, VariableInputNet, count_parameters
 
 
-@pytest.mark.parametrize("conv", ["native", "unfold"])
+@pytest.mark.parametrize("conv", ["native", "unfold", "unfold-reference"])
 def test_mnist_convnet_shape_and_29066_parameters(conv):
     model = MNISTConvNet(conv)
     assert count_parameters(model) == 29_066
@@ -40,7 +40,7 @@ def test_same_seed_gives_same_training_curve_native_and_unfold():
     images = torch.rand(6, 16, 1, 28, 28, generator=data)
     labels = torch.randint(0, 10, (6, 16), generator=data)
     curves = {}
-    for conv in ("native", "unfold"):
+    for conv in ("native", "unfold", "unfold-reference"):
         torch.manual_seed(0)
         model = MNISTConvNet(conv)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -53,4 +53,5 @@ def test_same_seed_gives_same_training_curve_native_and_unfold():
             losses.append(loss.item())
         curves[conv] = torch.tensor(losses)
     torch.testing.assert_close(curves["unfold"], curves["native"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(curves["unfold-reference"], curves["native"], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(curves["native"][0], curves["native"][-1])  # it did learn something

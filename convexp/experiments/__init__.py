@@ -33,4 +33,5 @@ EXPERIMENTS: dict[str, Experiment] = {
     "varres-resize": Experiment(config.VarresResizeConfig, lazy("varres_resize")),
     "varres-pool": Experiment(config.VarresPoolConfig, lazy("varres_pool")),
     "count-params": Experiment(config.CountParamsConfig, lazy("count_params")),
+    "bench": Experiment(config.BenchConfig, lazy("bench")),
 }

@@ -1,0 +1,33 @@
+"""The bench command: its FLOP count and its output files (timings are shown, never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from convexp.experiments.bench import step_flops
+from tests.conftest import run_cli
+
+
+def test_step_flops_by_hand():
+    conv1 = 2 * 1 * 9 * 16 * 28 * 28
+    conv2 = 2 * 16 * 9 * 32 * 14 * 14
+    conv3 = 2 * 32 * 9 * 64 * 7 * 7
+    fc1 = 2 * 576 * 10
+    # forward once, backward twice, but conv1 computes no gradient for its input
+    assert step_flops(1) == 3 * (conv1 + conv2 + conv3 + fc1) - conv1
+    assert step_flops(16) == 16 * step_flops(1)
+
+
+def test_bench_writes_rows_ratios_and_plot(tmp_path):
+    result = run_cli("bench", "--set", "batch_sizes=[2]", "--set", "threads=[1]", "--set", "min_run_time=0.01",
+                     "--set", "rounds=1", "--set", "loop_digits=64", "--set", "loop_repeats=1", "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+    (run,) = tmp_path.iterdir()
+    data = json.loads((run / "bench.json").read_text())
+    whats = {(r["conv"], r["what"]) for r in data["rows"]}
+    assert ("unfold", "training step") in whats and ("native", "conv2 fwd+bwd") in whats
+    unfold_step = next(r for r in data["rows"] if r["conv"] == "unfold" and r["what"] == "training step")
+    assert unfold_step["ms"] > 0 and unfold_step["ratio"] > 0 and unfold_step["gflops"] > 0
+    assert data["loop"]["ratio"] > 0
+    assert (run / "plots" / "training_step.png").is_file()
+    assert "ratio = hand-written / native" in result.stdout

@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Where the real MNIST digits are: tests read CONVEXP_DATA; train uses its mnist-mini when set.
-DATA_ROOT := $(if $(CONVEXP_DATA),--set data.root=$(CONVEXP_DATA)/mnist-mini,)
+# Where real MNIST digits are: tests read the environment variable CONVEXP_DATA; train and
+# reproduce use $(CONVEXP_DATA)/mnist-mini, or ../shared/data/mnist-mini when it is there,
+# or else the configs' data/ (downloaded when online).
+DATA_DIR  := $(or $(CONVEXP_DATA),$(wildcard ../shared/data))
+DATA_ROOT := $(if $(DATA_DIR),--set data.root=$(DATA_DIR)/mnist-mini,)
 ARGS ?=
 
 .PHONY: setup test test-fast train bench reproduce clean-runs
@@ -27,6 +30,12 @@ train: setup
 
 bench: setup
 	$(BIN)/convexp bench --config configs/bench.yaml $(ARGS)
+
+# The whole study into runs/<ts>-reproduce, then its report.html and report.md beside it.
+REPRO_DATA := $(if $(DATA_DIR),--set mnist_root=$(DATA_DIR)/mnist-mini,)
+reproduce: setup
+	$(BIN)/convexp reproduce --config configs/reproduce.yaml $(REPRO_DATA) $(ARGS)
+	$(BIN)/convexp report "$$(ls -d runs/*-reproduce* | tail -n 1)"
 
 clean-runs:
 	rm -rf runs/2*

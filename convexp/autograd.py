@@ -76,6 +76,12 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def output_size(x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair) -> Pair:
+    """(h_out, w_out) of x (b, c, h, w) convolved with weight (c_out, c, kh, kw)."""
+    return (conv_output_size(x.shape[2], weight.shape[2], stride[0], padding[0]),
+            conv_output_size(x.shape[3], weight.shape[3], stride[1], padding[1]))
+
+
 class Conv2dFunction(torch.autograd.Function):
     """2-D convolution as F.unfold + matmul, with the backward derived by hand (questions 4-6).
 
@@ -92,10 +98,9 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride: Pair, padding: Pair):
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         c_out, _, kh, kw = weight.shape
-        h_out = conv_output_size(h, kh, stride[0], padding[0])
-        w_out = conv_output_size(w, kw, stride[1], padding[1])
+        h_out, w_out = output_size(x, weight, stride, padding)
         unfolded = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (b, k, p)
         weight_matrix = weight.reshape(c_out, -1)  # (c_out, k)
         out = torch.matmul(weight_matrix, unfolded)  # (b, c_out, p): no transpose, no copy
@@ -139,10 +144,9 @@ class Conv2dRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride: Pair, padding: Pair):
-        b, c, h, w = x.shape
+        b = x.shape[0]
         c_out, _, kh, kw = weight.shape
-        h_out = conv_output_size(h, kh, stride[0], padding[0])
-        w_out = conv_output_size(w, kw, stride[1], padding[1])
+        h_out, w_out = output_size(x, weight, stride, padding)
         rows = unfold_rows(x, (kh, kw), stride, padding, (h_out, w_out)).view(b * h_out * w_out, -1)  # (b·p, k)
         weight_rows = weight.permute(0, 2, 3, 1).reshape(c_out, -1)  # W̃ (c_out, k), k as (kh, kw, c)
         out = torch.addmm(bias, rows, weight_rows.t()) if bias is not None else rows @ weight_rows.t()

@@ -97,6 +97,39 @@ def make_varres(
 
 
 @app.command()
+def reproduce(
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None,
+    fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One seed, one epoch of 5 batches per run: a pipeline check.")] = False,
+    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Run the whole study (every experiment, several seeds) into one parent run folder."""
+    overrides = list(set_ or []) + (["fast_dev_run=true"] if fast_dev_run else [])
+    run_command("reproduce", config, overrides, device, None, out, name, quiet)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (a reproduce folder stands for all its steps).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where report.html and report.md go (default: the run folder).")] = None,
+) -> None:
+    """Build report.html (self-contained) and report.md from run folders."""
+    from convexp.report import write_report
+
+    target = write_report(run_dirs, out)
+    print(f"report: {target / 'report.html'} and {target / 'report.md'}")
+
+
+@app.command("runs")
+def list_runs(out: OutOpt = Path("runs")) -> None:
+    """List run folders: name, command, status, key metric, start time."""
+    from convexp.console import Reporter, print_table
+    from convexp.listing import list_runs as rows_of
+
+    rows = rows_of(out)
+    print_table(Reporter().console, f"{len(rows)} run(s) under {out}", ["run", "command", "status", "key metric", "started"], rows)
+
+
+@app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.")],
     quiet: QuietOpt = False,

@@ -57,6 +57,7 @@ class Train:
     # Evaluate the test split after every epoch too (the report's question 9 plots it).
     test_each_epoch: bool = False
     checkpoint_every: int = 1
+    max_batches: int = 0  # 0: every batch; N > 0: stop each epoch after N batches (smoke runs)
     # CUDA only: torch.use_deterministic_algorithms(True); CPU runs are deterministic anyway.
     deterministic: bool = False
 
@@ -164,6 +165,19 @@ class BenchConfig:
     loop_digits: int = 6400  # epoch of the training loop vs a bare loop, on random digits
     loop_batch_size: int = 16
     loop_repeats: int = 3
+
+
+@dataclass
+class ReproduceConfig:
+    seed: int = 0  # unused: the steps take their seeds from `seeds`
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    mnist_root: str = "data/"
+    download: bool = True
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
+    varres_seed: int = 0
+    configs_dir: str = "configs"  # each step starts from its own configs/<command>.yaml
+    fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,6 +333,10 @@ def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
 
 
 def check_values(config: Any) -> None:
+    if isinstance(config, ReproduceConfig):
+        if not config.seeds:
+            raise ConvexpError("seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+        return
     if isinstance(config, BenchConfig):
         for key in ("convs", "batch_sizes", "threads"):
             if not getattr(config, key):
@@ -348,6 +366,8 @@ def check_values(config: Any) -> None:
         require_positive("train.lr", train.lr)
         require_positive("train.eval_batch_size", train.eval_batch_size)
         require_positive("train.checkpoint_every", train.checkpoint_every)
+        if train.max_batches < 0:
+            raise ConvexpError(f"config key 'train.max_batches' must be 0 (all) or more; got {train.max_batches}")
     data = config.data
     if isinstance(data, MnistData) and not data.val_split > 0:
         raise ConvexpError(f"data.val_split must be a fraction in (0, 1) or a count >= 1; got {data.val_split}")

@@ -63,14 +63,19 @@ def start(command: str, options: RunOptions) -> RunFolder:
     config = load_experiment_config(experiment, options)
     device = resolve_device(config.device)
     run = RunFolder.create(options.out, command, options.name)
+    open_run(run, command, config, device, options.name)
+    execute(experiment, config, run, device, Reporter(quiet=options.quiet))
+    return run
+
+
+def open_run(run: RunFolder, command: str, config, device: torch.device, name: str | None = None) -> None:
+    """Write what a new run folder starts with: the resolved config and a `running` summary."""
     run.write_text("config.yaml", dump_yaml(config))
     run.write_json(
         "summary.json",
-        {"command": command, "name": options.name, "status": "running", "started_at": now(),
+        {"command": command, "name": name, "status": "running", "started_at": now(),
          "seed": config.seed, "device": str(device), **environment()},
     )
-    execute(experiment, config, run, device, Reporter(quiet=options.quiet))
-    return run
 
 
 def resume(run_dir: Path, quiet: bool = False) -> RunFolder:

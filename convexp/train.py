@@ -118,10 +118,13 @@ def train_epoch(
     generators: dict[str, torch.Generator],
     augment: Augmentation | None,
     advance: Callable[[], None],
+    max_batches: int = 0,
 ) -> torch.Tensor:
-    """One pass over `split`; returns the loss of every batch, (n_batches,), still on device."""
+    """One pass over `split` (or its first max_batches batches); the loss of every batch, on device."""
     model.train()
     order = batch_order(split, batch_size, generators["shuffle"])
+    if max_batches:
+        order = order[:max_batches]
     losses = torch.empty(len(order), device=split.labels[0].device)
     for i, (bucket, indices) in enumerate(order):
         images, labels = split.images[bucket][indices], split.labels[bucket][indices]
@@ -200,9 +203,11 @@ def train_unit(
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
+            n_batches = min(n_batches, cfg.max_batches or n_batches)
             started = time.perf_counter()
             with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
-                losses = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance)
+                losses = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
+                                     cfg.max_batches)
                 losses = losses.tolist()  # the epoch's one device sync
             history.epoch_seconds.append(round(time.perf_counter() - started, 3))
             check_finite(losses, epoch, cfg.lr)

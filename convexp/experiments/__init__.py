@@ -34,4 +34,5 @@ EXPERIMENTS: dict[str, Experiment] = {
     "varres-pool": Experiment(config.VarresPoolConfig, lazy("varres_pool")),
     "count-params": Experiment(config.CountParamsConfig, lazy("count_params")),
     "bench": Experiment(config.BenchConfig, lazy("bench")),
+    "reproduce": Experiment(config.ReproduceConfig, lazy("reproduce")),
 }

@@ -1,0 +1,39 @@
+"""`convexp runs`: the run folders under runs/, a line each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def key_metric(summary: dict) -> str:
+    command = summary.get("command")
+    if "test_accuracy" in summary:
+        return f"test acc {summary['test_accuracy']:.4f}"
+    results = summary.get("results") or {}
+    if command == "sweep-batch" and results:
+        best = max(((b, e["best_val_accuracy"]["mean"]) for b, e in results.items() if "best_val_accuracy" in e),
+                   key=lambda pair: pair[1], default=None)
+        return f"best val acc {best[1]:.4f} (batch {best[0]})" if best else "-"
+    if command == "varres-pool" and results:
+        return ", ".join(f"{p} {e['test_accuracy']['mean']:.4f}" for p, e in results.items())
+    if command == "count-params" and "parameters" in summary:
+        return ", ".join(f"{k}: {v:,}" for k, v in summary["parameters"].items())
+    if command == "bench" and "loop_ratio" in summary:
+        return f"loop {summary['loop_ratio']:.3f}x bare"
+    if command == "reproduce" and "steps" in summary:
+        return f"{len(summary['steps'])} steps" + (" (fast dev run)" if summary.get("fast_dev_run") else "")
+    return summary.get("error", "-")[:60] if summary.get("status") == "failed" else "-"
+
+
+def list_runs(out: Path) -> list[list[str]]:
+    rows = []
+    for path in sorted(out.glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            rows.append([path.parent.name, "?", "unreadable summary.json", "-", "-"])
+            continue
+        rows.append([path.parent.name, summary.get("command", "?"), summary.get("status", "?"),
+                     key_metric(summary), summary.get("started_at", "-")])
+    return rows

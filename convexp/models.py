@@ -116,3 +116,13 @@ class VariableInputNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to `device` in channels-last memory, the layout every experiment trains in.
+
+    On this kind of CPU, oneDNN's convolutions and max-pooling run 1.3-1.8x faster on
+    channels-last maps than on NCHW ones (see `convexp bench`); the hand-written conv reads
+    its patches from channels-last memory too.
+    """
+    return model.to(device=device, memory_format=torch.channels_last)

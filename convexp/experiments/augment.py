@@ -9,7 +9,7 @@ from convexp.augment import build_pipeline
 from convexp.config import AugmentConfig
 from convexp.console import Reporter, print_table
 from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
-from convexp.models import MNISTConvNet
+from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
 
@@ -24,7 +24,7 @@ def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: R
     else:
         reporter.line("augmentations: disabled (augment.enabled=false)")
     seed_everything(config.seed)
-    model = MNISTConvNet(config.model.conv).to(device)
+    model = to_device(MNISTConvNet(config.model.conv), device)
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device,
                         reporter=reporter, augment=pipeline)
     last = result.history.rows[-1]

@@ -16,7 +16,7 @@ from convexp import plots
 from convexp.config import BenchConfig
 from convexp.console import Reporter, print_table
 from convexp.data import Split
-from convexp.models import MNISTConvNet
+from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import make_generators, train_epoch
 
@@ -72,13 +72,14 @@ def measure_point(config: BenchConfig, device, threads: int, batch_size: int, re
 def workloads_for(conv: str, seed: int, batch_size: int, device) -> dict:
     """What gets timed for one conv kind: each conv layer's forward+backward, then a full step."""
     torch.manual_seed(seed)
-    model = MNISTConvNet(conv).to(device)
+    model = to_device(MNISTConvNet(conv), device)
     items = {}
     for name, (c_in, _, size) in CONV_LAYERS.items():
         layer = getattr(model.features, name)
         x = torch.rand(batch_size, c_in, size, size, device=device)
-        if name != "conv1":  # inner layers get the maps the network hands them, in their layout
-            x = (x.to(memory_format=torch.channels_last) if conv == "unfold" else x).requires_grad_()
+        x = x.to(memory_format=torch.channels_last)  # the layout the network hands its layers
+        if name != "conv1":
+            x.requires_grad_()
 
         def layer_step(layer=layer, x=x):
             layer(x).sum().backward()
@@ -119,7 +120,7 @@ def measure_loop(config: BenchConfig, device) -> dict:
     bare_times, loop_times = [], []
     for _ in range(config.loop_repeats):  # alternate, so drift in the machine hits both alike
         torch.manual_seed(config.seed)
-        model = MNISTConvNet("native").to(device)
+        model = to_device(MNISTConvNet("native"), device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         bare_times.append(timed(lambda: bare_epoch(model, optimizer, images, labels, config.loop_batch_size, config.seed), device))
         generators = make_generators(config.seed, device)

@@ -11,6 +11,7 @@ from convexp.config import dump_yaml
 from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.errors import ConvexpError
+from convexp.models import to_device
 from convexp.runs import RunFolder, now
 from convexp.train import TrainResult, seed_everything, train_unit
 
@@ -34,7 +35,7 @@ def train_child(
     if not (child.path / "config.yaml").is_file():
         child.write_text("config.yaml", dump_yaml(child_config))
     seed_everything(child_config.seed)
-    model = make_model().to(device)
+    model = to_device(make_model(), device)
     with reporter.logging_to(child):
         try:
             result = train_unit(child, model, splits, child_config.train, seed=child_config.seed,

@@ -7,7 +7,7 @@ import torch
 from convexp.config import TrainMnistConfig
 from convexp.console import Reporter, print_table
 from convexp.data import load_mnist
-from convexp.models import MNISTConvNet
+from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
 
@@ -16,7 +16,7 @@ def run(config: TrainMnistConfig, run: RunFolder, device: torch.device, reporter
     splits = load_mnist(config.data).to(device)
     reporter.line(f"MNIST: {splits.train.size} train, {splits.val.size} validation, {splits.test.size} test digits")
     seed_everything(config.seed)
-    model = MNISTConvNet(config.model.conv).to(device)
+    model = to_device(MNISTConvNet(config.model.conv), device)
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device, reporter=reporter)
     last = result.history.rows[-1]
     print_table(

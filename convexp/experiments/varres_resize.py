@@ -8,7 +8,7 @@ from convexp.config import VarresResizeConfig
 from convexp.console import Reporter, print_table
 from convexp.data import Splits
 from convexp.experiments.classification import classification_breakdown, write_breakdown
-from convexp.models import MNISTConvNet
+from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
 from convexp.varres import load_varres, resize_split
@@ -21,7 +21,7 @@ def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, report
     # Test keeps one bucket per source resolution so accuracy can be told per resolution.
     splits = Splits(resize_split(train), resize_split(val), resize_split(test, merge=False)).to(device)
     seed_everything(config.seed)
-    model = MNISTConvNet(config.model.conv).to(device)
+    model = to_device(MNISTConvNet(config.model.conv), device)
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device, reporter=reporter)
     breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
     write_breakdown(run, breakdown, "varres-resize: test confusion matrix")

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from convexp.autograd import conv_output_size
 from convexp.errors import ConvexpError
-from convexp.models import MNISTConvNet, VariableInputNet, count_parameters
+from convexp.models import VariableInputNet, count_parameters
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,16 +137,9 @@ def check_idx_file(path: Path) -> None:
             raise ConvexpError(f"{path} is not an MNIST IDX file of bytes: replace it with the original file")
         ndim = header[3]
         dims = struct.unpack(f">{ndim}I", f.read(4 * ndim)) if ndim else ()
-    expected = 4 + 4 * ndim + prod(dims)
+    expected = 4 + 4 * ndim + math.prod(dims)
     if len(dims) != ndim or data_size != expected:
         raise ConvexpError(
             f"{path} is truncated or corrupt ({data_size} bytes, expected {expected}): "
             "download or copy it again"
         )
-
-
-def prod(values) -> int:
-    result = 1
-    for value in values:
-        result *= value
-    return result

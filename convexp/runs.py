@@ -14,7 +14,6 @@ import os
 import platform
 import subprocess
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,6 @@ from typing import Any
 import torch
 
 from convexp.errors import ConvexpError
-
-STATUSES = ("running", "completed", "failed", "interrupted")
-
 
 class RunFolder:
     def __init__(self, path: Path):
@@ -147,7 +143,3 @@ def git_commit() -> str | None:
 
 def now() -> str:
     return datetime.now().isoformat(timespec="seconds")
-
-
-def seconds_since(start: float) -> float:
-    return round(time.perf_counter() - start, 3)

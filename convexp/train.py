@@ -200,10 +200,10 @@ def train_unit(
     run.update_summary(status="running", seed=seed, device=str(device), parameters=count_parameters(model))
     snapshot = None
     prefix = f"{label}epoch"
+    n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
+    n_batches = min(n_batches, cfg.max_batches or n_batches)
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
-            n_batches = min(n_batches, cfg.max_batches or n_batches)
             started = time.perf_counter()
             with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
                 losses = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,

@@ -40,6 +40,8 @@ def preview(pipeline, images: torch.Tensor, config: AugmentConfig, run: RunFolde
     originals = images[: config.augment.preview_digits]
     generator = torch.Generator(device=device).manual_seed(config.seed + 1000)  # not the training stream
     draws = [pipeline(originals, generator) for _ in range(config.augment.preview_draws)]
-    shift = -MNIST_MEAN / MNIST_STD if config.data.normalize else 0.0
-    scale = 1 / MNIST_STD if config.data.normalize else 1.0
-    plots.augmentation_grid((originals - shift) / scale, [(d - shift) / scale for d in draws], run.plots / "augmentations.png")
+
+    def to_unit(images: torch.Tensor) -> torch.Tensor:  # undo data.normalize for display
+        return images * MNIST_STD + MNIST_MEAN if config.data.normalize else images
+
+    plots.augmentation_grid(to_unit(originals), [to_unit(d) for d in draws], run.plots / "augmentations.png")

@@ -36,11 +36,11 @@ def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Rep
         loop = measure_loop(config, device)
     finally:
         torch.set_num_threads(previous_threads)
-    add_ratios(rows, config.convs)
+    add_ratios(rows)
     run.write_json("bench.json", {"device": str(device), "cpu_threads_available": previous_threads, "rows": rows, "loop": loop})
     show(reporter, rows, loop, config.convs)
     plot(run, rows, config.convs)
-    return {"bench": summarise(rows, config.convs), "loop_ratio": loop["ratio"]}
+    return {"bench": summarise(rows), "loop_ratio": loop["ratio"]}
 
 
 def time_ms(function, threads: int, min_run_time: float) -> float:
@@ -150,7 +150,7 @@ def timed(function, device) -> float:
     return time.perf_counter() - start
 
 
-def add_ratios(rows: list[dict], convs: list[str]) -> None:
+def add_ratios(rows: list[dict]) -> None:
     """ratio = hand-written / native for the same (threads, batch, what)."""
     native = {(r["threads"], r["batch_size"], r["what"]): r["ms"] for r in rows if r["conv"] == "native"}
     for row in rows:
@@ -159,7 +159,7 @@ def add_ratios(rows: list[dict], convs: list[str]) -> None:
             row["ratio"] = row["ms"] / native[key]
 
 
-def summarise(rows: list[dict], convs: list[str]) -> list[dict]:
+def summarise(rows: list[dict]) -> list[dict]:
     return [{k: r[k] for k in ("threads", "batch_size", "conv", "ms", "ratio") if k in r}
             for r in rows if r["what"] == "training step"]
 

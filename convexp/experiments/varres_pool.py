@@ -26,8 +26,9 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     train, val, test = load_varres(config.data)
     splits = Splits(train, val, test).to(device)
     n = config.model.channels
+    parameters = count_parameters(VariableInputNet(n))
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
-                  f"buckets {test.resolutions} px; N={n} ({count_parameters(VariableInputNet(n))} parameters)")
+                  f"buckets {test.resolutions} px; N={n} ({parameters} parameters)")
     breakdowns: dict[str, list[dict]] = {}
     histories: dict[str, list] = {}
     for pooling in config.model.pooling:
@@ -45,7 +46,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     results = {pooling: aggregate(items) for pooling, items in breakdowns.items()}
     write_plots(run, results, breakdowns, histories, test.resolutions)
     show_table(reporter, results, test.resolutions)
-    return {"results": results, "parameters": count_parameters(VariableInputNet(n))}
+    return {"results": results, "parameters": parameters}
 
 
 def aggregate(breakdowns: list[dict]) -> dict:

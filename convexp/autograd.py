@@ -164,7 +164,9 @@ class Conv2dRows(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = fold_product(grad_rows_out, weight_rows.view(c_out, kh, kw, c), (h, w), stride, padding, (h_out, w_out))
         if ctx.needs_input_grad[1]:
-            grad_weight = (grad_rows_out.t() @ rows).view(c_out, kh, kw, c).permute(0, 3, 1, 2)
+            # Computed as (Rᵀ Y∇)ᵀ: the same product, but MKL runs Rᵀ Y∇ up to 5x faster when
+            # k is small (conv1: k = 9, b·p = 50,176 rows), and never slower here.
+            grad_weight = (rows.t() @ grad_rows_out).t().view(c_out, kh, kw, c).permute(0, 3, 1, 2)
         if has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_rows_out.sum(0)
         return grad_x, grad_weight, grad_bias, None, None
@@ -177,10 +179,22 @@ def offset_slices(i: int, j: int, stride: Pair, out_size: Pair) -> tuple[slice, 
 
 
 def unfold_rows(x: torch.Tensor, kernel: Pair, stride: Pair, padding: Pair, out_size: Pair) -> torch.Tensor:
-    """im2col: x (b, c, h, w) -> (b, h_out, w_out, kh, kw, c), one strided copy per kernel offset."""
+    """im2col: x (b, c, h, w) -> (b, h_out, w_out, kh, kw, c), contiguous.
+
+    On channels-last memory the patches are already a strided view of the padded input
+    (as_strided below, no copy); one copy then writes the rows in order. With one input
+    channel that copy's innermost run is only kw floats, and kh·kw copies of whole shifted
+    images are faster (measured: 0.37 vs 1.37 ms for conv1 at batch 64; for c >= 2 the single
+    copy wins, 0.43 vs 1.2 ms for conv2).
+    """
     b, c = x.shape[:2]
     padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
     nhwc = padded.permute(0, 2, 3, 1)  # free for channels-last input, as every layer's output is
+    if c > 1:
+        sb, sh, sw, sc = nhwc.stride()
+        patches = nhwc.as_strided((b, out_size[0], out_size[1], kernel[0], kernel[1], c),
+                                  (sb, sh * stride[0], sw * stride[1], sh, sw, sc), nhwc.storage_offset())
+        return patches.contiguous()
     rows = x.new_empty(b, out_size[0], out_size[1], kernel[0], kernel[1], c)
     for i in range(kernel[0]):
         for j in range(kernel[1]):
@@ -205,7 +219,9 @@ def fold_product(grad_out_rows: torch.Tensor, weight: torch.Tensor, size: Pair, 
         for j in range(kw):
             rows_slice, cols_slice = offset_slices(i, j, stride, out_size)
             block = (grad_out_rows @ weight[:, i, j, :]).view(b, out_size[0], out_size[1], c)
-            padded[:, rows_slice, cols_slice, :] += block
+            # add_ on the view, not `padded[...] += block`: Python's augmented assignment on an
+            # index writes the sum back through __setitem__, a second full copy per offset.
+            padded[:, rows_slice, cols_slice, :].add_(block)
     inner = padded[:, padding[0] : padding[0] + size[0], padding[1] : padding[1] + size[1], :]
     return inner.permute(0, 3, 1, 2)
 

@@ -18,6 +18,7 @@ except ImportError:  # older typer runs on click itself
     from click.exceptions import ClickException
 
 from convexp.errors import ConvexpError
+from convexp.memory import keep_freed_memory
 
 app = typer.Typer(
     add_completion=False,
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    keep_freed_memory()  # before any tensor exists: see convexp/memory.py
     try:
         # Outside standalone mode typer turns Ctrl-C into a returned exit code (130).
         code = app(args=args, prog_name="convexp", standalone_mode=False)

@@ -132,44 +132,100 @@ class Conv2dRows(torch.autograd.Function):
     """2-D convolution as unfold + one matmul, backward as matmul + fold, in a row layout.
 
     The maths of Conv2dFunction, with the unfolded input stored as rows: R (b·p, k), one row per
-    output pixel, k ordered (kh, kw, c). On channels-last memory each kernel offset's patch
-    values are c contiguous floats, so the unfold is kh·kw strided copies and the fold kh·kw
-    strided adds, instead of PyTorch's slow CPU im2col/col2im, and every product is one plain
-    matmul with no transposed copies:
+    output pixel, k ordered (kh, kw, c). On channels-last memory the patches are a strided view
+    of the padded input, so the unfold is one copy and the fold kh·kw strided adds, instead of
+    PyTorch's slow CPU im2col/col2im, and every product is one plain matmul with no transposed
+    copies:
 
     forward:  Y (b·p, c_out) = R W̃ᵀ + bias      (the output is channels-last NCHW)
     backward: W̃∇ = Y∇ᵀ R;  R∇ = Y∇ W̃;  X∇ = fold(R∇);  bias∇ = Σ_rows Y∇
-    R∇ is folded one kernel offset at a time (see fold_product), so it is never stored whole.
+
+    R is kept from forward to backward when it is at most KEEP_ROWS_BYTES. A bigger R would
+    outgrow the CPU caches, and each matmul over it would wait on memory: then forward and
+    backward both work through the batch in chunks of about CHUNK_ROWS_BYTES of R, unfolding
+    each chunk into one reused buffer (backward unfolds again; only the padded input is kept).
+    R∇ is folded one kernel offset at a time (see fold_into), so it is never stored whole.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride: Pair, padding: Pair):
-        b = x.shape[0]
+        b, c = x.shape[:2]
         c_out, _, kh, kw = weight.shape
-        h_out, w_out = output_size(x, weight, stride, padding)
-        rows = unfold_rows(x, (kh, kw), stride, padding, (h_out, w_out)).view(b * h_out * w_out, -1)  # (b·p, k)
-        weight_rows = weight.permute(0, 2, 3, 1).reshape(c_out, -1)  # W̃ (c_out, k), k as (kh, kw, c)
-        out = torch.addmm(bias, rows, weight_rows.t()) if bias is not None else rows @ weight_rows.t()
-        ctx.save_for_backward(rows, weight_rows)
-        ctx.conv_args = (x.shape, (kh, kw), stride, padding, (h_out, w_out), bias is not None)
-        return out.view(b, h_out, w_out, c_out).permute(0, 3, 1, 2)  # (b, c_out, h_out, w_out)
+        out_size = output_size(x, weight, stride, padding)
+        pixels, k = out_size[0] * out_size[1], c * kh * kw
+        padded = pad_nhwc(x, padding)
+        weight_rows = weight.permute(0, 2, 3, 1).reshape(c_out, k)  # W̃ (c_out, k), k as (kh, kw, c)
+        chunk = images_per_chunk(b, pixels * k * x.element_size())
+        rows = x.new_empty(chunk * pixels, k)
+        out = x.new_empty(b * pixels, c_out)
+        for start, stop in chunk_bounds(b, chunk):
+            chunk_rows = unfold_into(rows[: (stop - start) * pixels], padded[start:stop], (kh, kw), stride, out_size)
+            chunk_out = out[start * pixels : stop * pixels]
+            if bias is not None:
+                torch.addmm(bias, chunk_rows, weight_rows.t(), out=chunk_out)
+            else:
+                torch.mm(chunk_rows, weight_rows.t(), out=chunk_out)
+        ctx.save_for_backward(rows if chunk == b else padded, weight_rows)
+        ctx.conv_args = (x.shape, (kh, kw), stride, padding, out_size, bias is not None, chunk)
+        return out.view(b, *out_size, c_out).permute(0, 3, 1, 2)  # (b, c_out, h_out, w_out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        rows, weight_rows = ctx.saved_tensors
-        (b, c, h, w), (kh, kw), stride, padding, (h_out, w_out), has_bias = ctx.conv_args
-        c_out = weight_rows.shape[0]
+        saved, weight_rows = ctx.saved_tensors
+        (b, c, h, w), (kh, kw), stride, padding, out_size, has_bias, chunk = ctx.conv_args
+        c_out, k = weight_rows.shape
+        pixels = out_size[0] * out_size[1]
         grad_rows_out = grad_out.permute(0, 2, 3, 1).reshape(-1, c_out)  # Y∇ (b·p, c_out); a view when channels-last
+        needs_x, needs_weight = ctx.needs_input_grad[:2]
+        rows_kept = chunk == b
+        rows_buffer = None if rows_kept else saved.new_empty(chunk * pixels, k)
+        grad_padded = grad_out.new_zeros(b, h + 2 * padding[0], w + 2 * padding[1], c) if needs_x else None
+        grad_weight_t = None  # (Rᵀ Y∇), summed over chunks
+        for start, stop in chunk_bounds(b, chunk):
+            grad_chunk = grad_rows_out[start * pixels : stop * pixels]
+            if needs_weight:
+                chunk_rows = saved if rows_kept else unfold_into(
+                    rows_buffer[: (stop - start) * pixels], saved[start:stop], (kh, kw), stride, out_size)
+                # (Rᵀ Y∇)ᵀ rather than Y∇ᵀ R: the same product, but MKL runs it up to 5x faster
+                # when k is small (conv1: k = 9 over 50,176 rows), and never slower here.
+                if grad_weight_t is None:
+                    grad_weight_t = chunk_rows.t() @ grad_chunk
+                else:
+                    grad_weight_t.addmm_(chunk_rows.t(), grad_chunk)
+            if needs_x:
+                fold_into(grad_padded[start:stop], grad_chunk, weight_rows.view(c_out, kh, kw, c), stride, out_size)
         grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = fold_product(grad_rows_out, weight_rows.view(c_out, kh, kw, c), (h, w), stride, padding, (h_out, w_out))
-        if ctx.needs_input_grad[1]:
-            # Computed as (Rᵀ Y∇)ᵀ: the same product, but MKL runs Rᵀ Y∇ up to 5x faster when
-            # k is small (conv1: k = 9, b·p = 50,176 rows), and never slower here.
-            grad_weight = (rows.t() @ grad_rows_out).t().view(c_out, kh, kw, c).permute(0, 3, 1, 2)
+        if needs_x:
+            grad_x = grad_padded[:, padding[0] : padding[0] + h, padding[1] : padding[1] + w, :].permute(0, 3, 1, 2)
+        if needs_weight:
+            grad_weight = grad_weight_t.t().view(c_out, kh, kw, c).permute(0, 3, 1, 2)
         if has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_rows_out.sum(0)
         return grad_x, grad_weight, grad_bias, None, None
+
+
+# Measured with `convexp bench` on this project's 2-core CPU (2 MiB L2 per core, 32 MiB L3):
+# keeping R up to 8 MiB (conv1 and conv2 at batch 64, conv1 at batch 256) beats unfolding it
+# twice, and chunks of 4 MiB ran conv2 at batch 256 (R: 29 MiB) about 1.3x faster than one R.
+KEEP_ROWS_BYTES = 8 << 20
+CHUNK_ROWS_BYTES = 4 << 20
+
+
+def images_per_chunk(batch: int, row_bytes_per_image: int) -> int:
+    """The whole batch when its R fits KEEP_ROWS_BYTES, else as many images as fill a chunk."""
+    if batch * row_bytes_per_image <= KEEP_ROWS_BYTES:
+        return batch
+    return max(1, min(batch, CHUNK_ROWS_BYTES // row_bytes_per_image))
+
+
+def chunk_bounds(batch: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, batch)) for start in range(0, batch, chunk)]
+
+
+def pad_nhwc(x: torch.Tensor, padding: Pair) -> torch.Tensor:
+    """x (b, c, h, w) zero-padded, as a (b, h + 2ph, w + 2pw, c) view: free on channels-last memory."""
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
+    return padded.permute(0, 2, 3, 1)
 
 
 def offset_slices(i: int, j: int, stride: Pair, out_size: Pair) -> tuple[slice, slice]:
@@ -178,52 +234,53 @@ def offset_slices(i: int, j: int, stride: Pair, out_size: Pair) -> tuple[slice, 
             slice(j, j + stride[1] * (out_size[1] - 1) + 1, stride[1]))
 
 
-def unfold_rows(x: torch.Tensor, kernel: Pair, stride: Pair, padding: Pair, out_size: Pair) -> torch.Tensor:
-    """im2col: x (b, c, h, w) -> (b, h_out, w_out, kh, kw, c), contiguous.
+def unfold_into(rows: torch.Tensor, padded: torch.Tensor, kernel: Pair, stride: Pair, out_size: Pair) -> torch.Tensor:
+    """im2col: write the patches of padded (n, hp, wp, c) into rows (n·p, k), k ordered (kh, kw, c).
 
-    On channels-last memory the patches are already a strided view of the padded input
-    (as_strided below, no copy); one copy then writes the rows in order. With one input
-    channel that copy's innermost run is only kw floats, and kh·kw copies of whole shifted
-    images are faster (measured: 0.37 vs 1.37 ms for conv1 at batch 64; for c >= 2 the single
-    copy wins, 0.43 vs 1.2 ms for conv2).
+    The patches are already a strided view of the padded input (as_strided below, no copy);
+    one copy then writes the rows in order. With one input channel that copy's innermost run
+    is only kw floats, and kh·kw copies of whole shifted images are faster (measured: 0.37 vs
+    1.37 ms for conv1 at batch 64; for c >= 2 the single copy wins, 0.43 vs 1.2 ms for conv2).
     """
-    b, c = x.shape[:2]
-    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else x
-    nhwc = padded.permute(0, 2, 3, 1)  # free for channels-last input, as every layer's output is
+    n, _, _, c = padded.shape
+    target = rows.view(n, out_size[0], out_size[1], kernel[0], kernel[1], c)
     if c > 1:
-        sb, sh, sw, sc = nhwc.stride()
-        patches = nhwc.as_strided((b, out_size[0], out_size[1], kernel[0], kernel[1], c),
-                                  (sb, sh * stride[0], sw * stride[1], sh, sw, sc), nhwc.storage_offset())
-        return patches.contiguous()
-    rows = x.new_empty(b, out_size[0], out_size[1], kernel[0], kernel[1], c)
+        sn, sh, sw, sc = padded.stride()
+        patches = padded.as_strided(target.shape, (sn, sh * stride[0], sw * stride[1], sh, sw, sc), padded.storage_offset())
+        target.copy_(patches)
+        return rows
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             rows_slice, cols_slice = offset_slices(i, j, stride, out_size)
-            rows[:, :, :, i, j, :] = nhwc[:, rows_slice, cols_slice, :]
+            target[:, :, :, i, j, :] = padded[:, rows_slice, cols_slice, :]
     return rows
 
 
-def fold_product(grad_out_rows: torch.Tensor, weight: torch.Tensor, size: Pair, stride: Pair, padding: Pair,
-                 out_size: Pair) -> torch.Tensor:
-    """X∇ = fold(Y∇ W̃), the adjoint of unfold_rows, computed block by block.
+def unfold_rows(x: torch.Tensor, kernel: Pair, stride: Pair, padding: Pair, out_size: Pair) -> torch.Tensor:
+    """im2col of a whole batch: x (b, c, h, w) -> R (b·p, k), k ordered (kh, kw, c)."""
+    b, c = x.shape[:2]
+    rows = x.new_empty(b * out_size[0] * out_size[1], c * kernel[0] * kernel[1])
+    return unfold_into(rows, pad_nhwc(x, padding), kernel, stride, out_size)
 
-    grad_out_rows Y∇ (b·p, c_out); weight W̃ as (c_out, kh, kw, c) -> (b, c, h, w).
-    The columns of R∇ = Y∇ W̃ for kernel offset (i, j) are Y∇ W̃[:, i, j, :] (b·p, c); each block
+
+def fold_into(grad_padded: torch.Tensor, grad_out_rows: torch.Tensor, weight: torch.Tensor, stride: Pair,
+              out_size: Pair) -> None:
+    """grad_padded (n, hp, wp, c) += fold(Y∇ W̃), the adjoint of unfold_into, block by block.
+
+    grad_out_rows Y∇ (n·p, c_out); weight W̃ as (c_out, kh, kw, c).
+    The columns of R∇ = Y∇ W̃ for kernel offset (i, j) are Y∇ W̃[:, i, j, :] (n·p, c); each block
     is added at once into the input pixels that offset read, summing where patches overlap.
-    Folding per block keeps the working set small: R∇ (b·p·k floats) is never written whole.
+    Folding per block keeps the working set small: R∇ (n·p·k floats) is never written whole.
     """
-    c_out, kh, kw, c = weight.shape
-    b = grad_out_rows.shape[0] // (out_size[0] * out_size[1])
-    padded = grad_out_rows.new_zeros(b, size[0] + 2 * padding[0], size[1] + 2 * padding[1], c)
+    _, kh, kw, c = weight.shape
+    n = grad_padded.shape[0]
     for i in range(kh):
         for j in range(kw):
             rows_slice, cols_slice = offset_slices(i, j, stride, out_size)
-            block = (grad_out_rows @ weight[:, i, j, :]).view(b, out_size[0], out_size[1], c)
+            block = (grad_out_rows @ weight[:, i, j, :]).view(n, out_size[0], out_size[1], c)
             # add_ on the view, not `padded[...] += block`: Python's augmented assignment on an
             # index writes the sum back through __setitem__, a second full copy per offset.
-            padded[:, rows_slice, cols_slice, :].add_(block)
-    inner = padded[:, padding[0] : padding[0] + size[0], padding[1] : padding[1] + size[1], :]
-    return inner.permute(0, 3, 1, 2)
+            grad_padded[:, rows_slice, cols_slice, :].add_(block)
 
 
 CONV_FUNCTIONS = {"rows": Conv2dRows, "reference": Conv2dFunction}

@@ -95,6 +95,48 @@ def test_rows_conv_accepts_channels_last_and_strided_inputs():
     torch.testing.assert_close(autograd.conv2d(sliced, w, None, 1, 1), F.conv2d(sliced, w, None, 1, 1))
 
 
+@pytest.fixture
+def small_row_budget(monkeypatch):
+    """Budgets so small that R is never kept: every conv runs through the chunked path."""
+    monkeypatch.setattr(autograd, "KEEP_ROWS_BYTES", 0)
+    monkeypatch.setattr(autograd, "CHUNK_ROWS_BYTES", 1)  # one image per chunk
+
+
+@pytest.mark.parametrize("c_in,batch,stride,padding", [(1, 3, 1, 1), (3, 4, 2, 1), (2, 5, 1, 0)])
+def test_chunked_rows_conv_gradcheck(small_row_budget, c_in, batch, stride, padding):
+    x, w, b = double(batch, c_in, 7, 6), double(4, c_in, 3, 3), double(4)
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding), (x, w, b))
+    torch.testing.assert_close(autograd.conv2d(x, w, b, stride, padding), F.conv2d(x, w, b, stride, padding))
+
+
+def test_chunks_follow_the_row_budget(monkeypatch):
+    monkeypatch.setattr(autograd, "KEEP_ROWS_BYTES", 1000)
+    monkeypatch.setattr(autograd, "CHUNK_ROWS_BYTES", 300)
+    assert autograd.images_per_chunk(10, 100) == 10  # R of 1,000 bytes: kept whole
+    assert autograd.images_per_chunk(11, 100) == 3  # too big: chunks of 300 bytes
+    assert autograd.images_per_chunk(11, 500) == 1  # an image bigger than a chunk still goes alone
+    assert autograd.chunk_bounds(11, 3) == [(0, 3), (3, 6), (6, 9), (9, 11)]
+
+
+def test_chunked_float32_layer_matches_kept_rows(monkeypatch):
+    # The chunked path must give the kept path's results: same sums, only split by image.
+    torch.manual_seed(0)
+    layer = UnfoldConv2d(16, 32, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 16, 14, 14).to(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(6, 32, 14, 14)
+    results = []
+    for keep, chunk in ((1 << 30, 1 << 30), (0, 2 * 14 * 14 * 144 * 4)):  # kept; 3 chunks of 2 images
+        monkeypatch.setattr(autograd, "KEEP_ROWS_BYTES", keep)
+        monkeypatch.setattr(autograd, "CHUNK_ROWS_BYTES", chunk)
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x)
+        y.backward(grad)
+        results.append((y.detach(), x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+    for kept, chunked in zip(*results):
+        torch.testing.assert_close(chunked, kept, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_conv2d_first_layer_skips_input_grad(algorithm):
     x = torch.randn(2, 1, 8, 8)  # no requires_grad: like a network's input

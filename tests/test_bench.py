@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from convexp.experiments.bench import step_flops
 from tests.conftest import run_cli
 
@@ -31,3 +33,17 @@ def test_bench_writes_rows_ratios_and_plot(tmp_path):
     assert data["loop"]["ratio"] > 0
     assert (run / "plots" / "training_step.png").is_file()
     assert "ratio = hand-written / native" in result.stdout
+
+    # Each hand-written layer's matmuls alone are compared with the native layer, and the step
+    # floor is the native step plus, per layer, (matmuls alone - native layer).
+    ms = {(r["conv"], r["what"]): r for r in data["rows"]}
+    conv2_floor = ms[("unfold", "conv2 matmuls alone")]
+    assert conv2_floor["ratio"] == pytest.approx(conv2_floor["ms"] / ms[("native", "conv2 fwd+bwd")]["ms"])
+    expected = ms[("native", "training step")]["ms"] + sum(
+        ms[("unfold", f"{name} matmuls alone")]["ms"] - ms[("native", f"{name} fwd+bwd")]["ms"] for name in ("conv1", "conv2", "conv3"))
+    assert ms[("unfold", "training step, matmul floor")]["ms"] == pytest.approx(expected)
+
+    report = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| 1 | 2 | unfold | training step, matmul floor |" in markdown

@@ -180,7 +180,7 @@ class Conv2dRows(torch.autograd.Function):
         rows_kept = chunk == b
         rows_buffer = None if rows_kept else saved.new_empty(chunk * pixels, k)
         grad_padded = grad_out.new_zeros(b, h + 2 * padding[0], w + 2 * padding[1], c) if needs_x else None
-        grad_weight_t = None  # (Rᵀ Y∇), summed over chunks
+        grad_weight_t = weight_rows.new_zeros(k, c_out) if needs_weight else None  # Rᵀ Y∇, summed over chunks
         for start, stop in chunk_bounds(b, chunk):
             grad_chunk = grad_rows_out[start * pixels : stop * pixels]
             if needs_weight:
@@ -188,10 +188,7 @@ class Conv2dRows(torch.autograd.Function):
                     rows_buffer[: (stop - start) * pixels], saved[start:stop], (kh, kw), stride, out_size)
                 # (Rᵀ Y∇)ᵀ rather than Y∇ᵀ R: the same product, but MKL runs it up to 5x faster
                 # when k is small (conv1: k = 9 over 50,176 rows), and never slower here.
-                if grad_weight_t is None:
-                    grad_weight_t = chunk_rows.t() @ grad_chunk
-                else:
-                    grad_weight_t.addmm_(chunk_rows.t(), grad_chunk)
+                grad_weight_t.addmm_(chunk_rows.t(), grad_chunk)
             if needs_x:
                 fold_into(grad_padded[start:stop], grad_chunk, weight_rows.view(c_out, kh, kw, c), stride, out_size)
         grad_x = grad_weight = grad_bias = None
@@ -214,7 +211,7 @@ CHUNK_ROWS_BYTES = 4 << 20
 def images_per_chunk(batch: int, row_bytes_per_image: int) -> int:
     """The whole batch when its R fits KEEP_ROWS_BYTES, else as many images as fill a chunk."""
     if batch * row_bytes_per_image <= KEEP_ROWS_BYTES:
-        return batch
+        return max(batch, 1)  # an empty batch: one (empty) chunk
     return max(1, min(batch, CHUNK_ROWS_BYTES // row_bytes_per_image))
 
 

@@ -109,6 +109,14 @@ def test_chunked_rows_conv_gradcheck(small_row_budget, c_in, batch, stride, padd
     torch.testing.assert_close(autograd.conv2d(x, w, b, stride, padding), F.conv2d(x, w, b, stride, padding))
 
 
+def test_rows_conv_of_an_empty_batch():
+    x, w, b = torch.randn(0, 3, 5, 5, requires_grad=True), torch.randn(4, 3, 3, 3, requires_grad=True), torch.randn(4)
+    y = autograd.conv2d(x, w, b, 1, 1)
+    assert y.shape == (0, 4, 5, 5)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
 def test_chunks_follow_the_row_budget(monkeypatch):
     monkeypatch.setattr(autograd, "KEEP_ROWS_BYTES", 1000)
     monkeypatch.setattr(autograd, "CHUNK_ROWS_BYTES", 300)

@@ -194,10 +194,9 @@ def add_floor_rows(rows: list[dict]) -> None:
     matmuls: the native step + Σ_layers (matmuls alone - native layer). An estimate, shown so
     the goal can be read against what the matmuls alone allow."""
     ms = {(r["threads"], r["batch_size"], r["conv"], r["what"]): r["ms"] for r in rows}
-    for (threads, batch, conv, what), step_ms in list(ms.items()):
-        if conv == "native" or what != "training step" or (threads, batch, "native", what) not in ms:
-            continue
-        floor = ms[(threads, batch, "native", what)] + sum(
+    steps = [(r["threads"], r["batch_size"], r["conv"]) for r in rows if r["what"] == "training step" and r["conv"] != "native"]
+    for threads, batch, conv in steps:
+        floor = ms[(threads, batch, "native", "training step")] + sum(
             ms[(threads, batch, conv, f"{name} {MATMULS_ALONE}")] - ms[(threads, batch, "native", f"{name} fwd+bwd")]
             for name in CONV_LAYERS)
         rows.append({"threads": threads, "batch_size": batch, "what": STEP_FLOOR, "conv": conv, "ms": floor})

@@ -194,7 +194,8 @@ def add_floor_rows(rows: list[dict]) -> None:
     matmuls: the native step + Σ_layers (matmuls alone - native layer). An estimate, shown so
     the goal can be read against what the matmuls alone allow."""
     ms = {(r["threads"], r["batch_size"], r["conv"], r["what"]): r["ms"] for r in rows}
-    steps = [(r["threads"], r["batch_size"], r["conv"]) for r in rows if r["what"] == "training step" and r["conv"] != "native"]
+    steps = [(r["threads"], r["batch_size"], r["conv"]) for r in rows if r["what"] == "training step"
+             and r["conv"] != "native" and (r["threads"], r["batch_size"], "native", "training step") in ms]
     for threads, batch, conv in steps:
         floor = ms[(threads, batch, "native", "training step")] + sum(
             ms[(threads, batch, conv, f"{name} {MATMULS_ALONE}")] - ms[(threads, batch, "native", f"{name} fwd+bwd")]

@@ -12,7 +12,9 @@ import pytest
 from tests.conftest import REPO
 
 # Forward passes of MNISTConvNet at evaluation's batch size (1,000 digits: conv1's output alone
-# is 50 MB); print the minor page faults of three passes after a warm-up one.
+# is 50 MB); print the minor page faults of twenty passes after three warm-up ones. Kept memory
+# does not mean zero faults: depending on the CPU's kernels (oneDNN's ISA changes the scratch
+# blocks), the heap can fragment and grow by a block now and then, even after warm-up.
 FAULTS_SCRIPT = """
 import resource, sys
 from convexp.memory import keep_freed_memory
@@ -22,12 +24,14 @@ from convexp.models import MNISTConvNet
 torch.set_num_threads(1)
 model, images = MNISTConvNet("native").eval(), torch.rand(1000, 1, 28, 28)
 with torch.inference_mode():
-    model(images)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(3):
+        model(images)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
         model(images)
 print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
+MEASURED_PASSES = 20
 PAGES_OF_CONV1_OUTPUT = 1000 * 16 * 28 * 28 * 4 // 4096
 
 
@@ -42,23 +46,30 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
                                 reason="mallopt is glibc's; other C libraries keep their own policy")
 
 
-@glibc_only
-def test_default_malloc_faults_big_blocks_in_again():
-    # The problem being solved: each pass faults its big activations in again, page by page.
+@pytest.fixture(scope="module")
+def default_faults() -> int:
     kept, count = faults("default")
     assert not kept
-    assert count > 3 * PAGES_OF_CONV1_OUTPUT
+    return count
 
 
 @glibc_only
-def test_kept_memory_is_reused_without_faults():
+def test_default_malloc_faults_big_blocks_in_again(default_faults):
+    # The problem being solved: each pass faults its big activations in again, page by page.
+    assert default_faults > MEASURED_PASSES * PAGES_OF_CONV1_OUTPUT
+
+
+@glibc_only
+def test_kept_memory_is_reused_without_faults(default_faults):
     kept, count = faults("keep")
     assert kept
-    assert count < PAGES_OF_CONV1_OUTPUT // 10  # three passes, far fewer faults than one fresh output
+    # Every activation every pass, against an occasional heap growth (0 to one 50 MB block
+    # here, whatever the CPU): the kept count is 20x smaller or more; 5x leaves room.
+    assert count < default_faults // 5, (count, default_faults)
 
 
 @glibc_only
 def test_environment_variable_turns_it_off():
     kept, count = faults("keep", env_value="0")
     assert not kept
-    assert count > 3 * PAGES_OF_CONV1_OUTPUT
+    assert count > MEASURED_PASSES * PAGES_OF_CONV1_OUTPUT

@@ -9,10 +9,11 @@ them and 10.7 ms without, and evaluation of 8,000 digits at batch 1,000 took 0.6
 and 0.28 s without.
 
 keep_freed_memory() asks glibc to serve every block from its heap and never trim that heap, so
-freed blocks are reused without faults. Not quite always: the heap can fragment and grow by a
-block now and then (seen with some of oneDNN's CPU kernels: a 50 MB block after 40 passes of
-batch-1000 evaluation, then none for 100 more), so growth is bounded, not zero. The price: the process keeps its peak memory until it
-exits, as PyTorch's CUDA caching allocator does on the GPU. CONVEXP_KEEP_FREED_MEMORY=0 skips it.
+freed blocks are reused without faults. Nearly always: the heap can fragment and grow by a block
+now and then (seen with some of oneDNN's CPU kernels: one 50 MB block after 40 passes of
+batch-1000 evaluation, then none in 100 more). The price: the process keeps its peak memory
+until it exits, as PyTorch's CUDA caching allocator does on the GPU.
+CONVEXP_KEEP_FREED_MEMORY=0 skips it.
 """
 
 from __future__ import annotations

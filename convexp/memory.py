@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -30,6 +31,7 @@ M_MMAP_MAX = -4
 DISABLED = -1  # mallopt(3): M_TRIM_THRESHOLD -1 disables trimming completely
 
 
+@functools.cache  # applied once per process; later calls report the first call's outcome
 def keep_freed_memory() -> bool:
     """Make glibc malloc reuse freed memory; True when the settings took effect.
 

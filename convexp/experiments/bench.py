@@ -41,7 +41,7 @@ def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Rep
     add_ratios(rows)
     run.write_json("bench.json", {
         "device": str(device), "cpu_threads_available": previous_threads,
-        "freed_memory_kept": keep_freed_memory(),  # idempotent: the CLI has applied it already
+        "freed_memory_kept": keep_freed_memory(),  # the CLI's call, remembered (functools.cache)
         "rows": rows, "loop": loop})
     show(reporter, rows, loop, config.convs)
     plot(run, rows, config.convs)

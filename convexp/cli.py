@@ -127,7 +127,7 @@ def list_runs(out: OutOpt = Path("runs")) -> None:
     from convexp.listing import list_runs as rows_of
 
     rows = rows_of(out)
-    print_table(Reporter().console, f"{len(rows)} run(s) under {out}", ["run", "command", "status", "key metric", "started"], rows)
+    print_table(Reporter().console, f"{len(rows)} run(s) under {out}", ["run", "command", "status", "key metric", "data (train/val/test)", "started"], rows)
 
 
 @app.command()

@@ -25,17 +25,19 @@ from convexp.errors import ConvexpError
 
 @dataclass
 class MnistData:
-    root: str = "data/"
+    # auto: $CONVEXP_DATA/mnist, ../shared/data/mnist, else data/ (see convexp/data_roots.py)
+    root: str = "auto"
     download: bool = True
     # Validation part of the official training set: a fraction (< 1) or a digit count (>= 1).
-    # The report took the last 10,000 of 60,000 (1/6); 0.2 gives 6,400/1,600 on mnist-mini.
-    val_split: float = 0.2
+    # The report took the last 10,000 of 60,000; on mnist-mini (8,000 digits) use 0.2.
+    val_split: float = 10000
     normalize: bool = False
 
 
 @dataclass
 class VarresData:
-    root: str = "data/mnist-varres"
+    # auto: $CONVEXP_DATA/mnist-varres, ../shared/data/mnist-varres, else data/mnist-varres
+    root: str = "auto"
     # Optional .tgz/.tar.gz address of the course archive, fetched when `root` is empty.
     url: str = ""
     val_fraction: float = 0.2
@@ -168,14 +170,26 @@ class BenchConfig:
 
 
 @dataclass
+class FinalComparison:
+    """Question 17: both varres networks trained longer, at the report's tuned learning rate."""
+
+    epochs: int = 15
+    lr: float = 0.0009
+
+
+@dataclass
 class ReproduceConfig:
     seed: int = 0  # unused: the steps take their seeds from `seeds`
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    mnist_root: str = "data/"
+    mnist_root: str = "auto"  # see convexp/data_roots.py
+    val_split: float = 10000  # MNIST validation digits (the report's 50,000 / 10,000); 0.2 on mnist-mini
     download: bool = True
-    conv: Literal["native", "unfold", "unfold-reference"] = "native"
+    # The course's mnist-varres; `build`: make one from mnist_root (seeded by varres_seed).
+    varres_root: str = "auto"
     varres_seed: int = 0
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
+    final: FinalComparison = field(default_factory=FinalComparison)
     configs_dir: str = "configs"  # each step starts from its own configs/<command>.yaml
     fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
 
@@ -193,6 +207,25 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -
         apply_override(raw, override)
     config = from_dict(cls, raw, prefix="")
     check_values(config)
+    return resolve_data_roots(config)
+
+
+def resolve_data_roots(config: Any) -> Any:
+    """The config with every `auto` data root replaced by the folder it stands for."""
+    from convexp.data_roots import resolve_root
+
+    data = getattr(config, "data", None)
+    if isinstance(data, MnistData):
+        config = dataclasses.replace(config, data=dataclasses.replace(data, root=resolve_root(data.root, "mnist")))
+    if isinstance(data, VarresData):
+        config = dataclasses.replace(config, data=dataclasses.replace(data, root=resolve_root(data.root, "mnist-varres")))
+    if isinstance(config, ReproduceConfig):
+        varres_root = config.varres_root
+        if varres_root != "build":
+            varres_root = resolve_root(varres_root, "mnist-varres")
+            if config.varres_root == "auto" and not (Path(varres_root) / "train").is_dir():
+                varres_root = "build"  # no mnist-varres anywhere: build one from mnist_root
+        config = dataclasses.replace(config, mnist_root=resolve_root(config.mnist_root, "mnist"), varres_root=varres_root)
     return config
 
 
@@ -336,6 +369,12 @@ def check_values(config: Any) -> None:
     if isinstance(config, ReproduceConfig):
         if not config.seeds:
             raise ConvexpError("seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+        if len(set(config.seeds)) != len(config.seeds):
+            raise ConvexpError(f"seeds {config.seeds} lists a seed twice: each seed once, e.g. [0, 1, 2]")
+        if not config.val_split > 0:
+            raise ConvexpError(f"val_split must be a fraction in (0, 1) or a count >= 1; got {config.val_split}")
+        require_positive("final.epochs", config.final.epochs)
+        require_positive("final.lr", config.final.lr)
         return
     if isinstance(config, BenchConfig):
         for key in ("convs", "batch_sizes", "threads"):

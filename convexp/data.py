@@ -53,9 +53,14 @@ class Splits:
     train: Split
     val: Split
     test: Split
+    root: str = ""  # the folder the images came from
 
     def to(self, device: torch.device) -> Splits:
-        return Splits(self.train.to(device), self.val.to(device), self.test.to(device))
+        return Splits(self.train.to(device), self.val.to(device), self.test.to(device), self.root)
+
+    def record(self) -> dict:
+        """What summary.json says of the data: a mini run and a full one differ at a glance."""
+        return {"root": self.root, "train": self.train.size, "val": self.val.size, "test": self.test.size}
 
 
 def load_mnist(cfg: MnistData) -> Splits:
@@ -71,6 +76,7 @@ def load_mnist(cfg: MnistData) -> Splits:
         train=Split([train_x[:n_train]], [train_y[:n_train]]),
         val=Split([train_x[n_train:]], [train_y[n_train:]]),
         test=Split([test_x], [test_y]),
+        root=str(cfg.root),
     )
 
 

@@ -26,14 +26,22 @@ def key_metric(summary: dict) -> str:
     return summary.get("error", "-")[:60] if summary.get("status") == "failed" else "-"
 
 
+def data_sizes(summary: dict) -> str:
+    """'mnist 50000/10000/10000': the data folder's name and its train/val/test sizes."""
+    data = summary.get("data")
+    if not data:
+        return "-"
+    return f"{Path(data['root']).name} {data['train']}/{data['val']}/{data['test']}"
+
+
 def list_runs(out: Path) -> list[list[str]]:
     rows = []
     for path in sorted(out.glob("*/summary.json")):
         try:
             summary = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
-            rows.append([path.parent.name, "?", "unreadable summary.json", "-", "-"])
+            rows.append([path.parent.name, "?", "unreadable summary.json", "-", "-", "-"])
             continue
         rows.append([path.parent.name, summary.get("command", "?"), summary.get("status", "?"),
-                     key_metric(summary), summary.get("started_at", "-")])
+                     key_metric(summary), data_sizes(summary), summary.get("started_at", "-")])
     return rows

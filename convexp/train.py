@@ -197,7 +197,8 @@ def train_unit(
     if (run.path / CHECKPOINT).is_file():
         start_epoch = load_checkpoint(run, model, optimizer, generators, history)
         reporter.line(f"{label}resuming after epoch {start_epoch} of {cfg.epochs}")
-    run.update_summary(status="running", seed=seed, device=str(device), parameters=count_parameters(model))
+    run.update_summary(status="running", seed=seed, device=str(device), parameters=count_parameters(model),
+                       data=splits.record())
     snapshot = None
     prefix = f"{label}epoch"
     n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
@@ -217,7 +218,10 @@ def train_unit(
             write_progress(run, history)
             if epoch % cfg.checkpoint_every == 0:
                 run.save_torch(CHECKPOINT, snapshot)
-            reporter.line(format_epoch(prefix, epoch, cfg.epochs, history))
+            line = format_epoch(prefix, epoch, cfg.epochs, history)
+            if reporter.study is not None:  # inside `reproduce`: where the whole study stands
+                line += f" | {reporter.study.epoch_finished()}"
+            reporter.line(line)
     except KeyboardInterrupt:
         if snapshot is not None:  # the last completed epoch, so resume repeats no work
             run.save_torch(CHECKPOINT, snapshot)

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, mini, run_cli
 
 RUN_FILES = ["config.yaml", "metrics.csv", "batches.csv", "summary.json", "model.pt", "log.txt",
              "plots/loss.png", "plots/accuracy.png", "plots/batch_loss.png"]
@@ -21,7 +21,7 @@ def only_run(out):
 
 @pytest.mark.slow
 def test_train_mnist_writes_a_complete_run_folder(tmp_path, mnist_root):
-    result = run_cli("train-mnist", "--config", "configs/train-mnist.yaml", "--set", f"data.root={mnist_root}",
+    result = run_cli("train-mnist", "--config", "configs/train-mnist.yaml", *mini(mnist_root),
                      "--set", "train.epochs=1", "--set", "model.conv=unfold", "--out", str(tmp_path), "--name", "smoke", "-q")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path)
@@ -33,6 +33,7 @@ def test_train_mnist_writes_a_complete_run_folder(tmp_path, mnist_root):
     assert summary["parameters"] == 29_066 and summary["seed"] == 0 and summary["device"] == "cpu"
     assert summary["test_accuracy"] > 0.9 and summary["seconds_per_epoch"] > 0
     assert summary["torch_version"] and "torchvision_version" in summary
+    assert summary["data"] == {"root": str(mnist_root), "train": 6400, "val": 1600, "test": 2000}
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["train"]["epochs"] == 1 and config["model"]["conv"] == "unfold"
     assert (run / "metrics.csv").read_text().splitlines()[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy"

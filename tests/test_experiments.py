@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import mini, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def only_run(out):
 
 
 def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root):
-    result = run_cli("sweep-batch", "--set", f"data.root={mnist_root}", "--set", "train.epochs=1",
+    result = run_cli("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1",
                      "--set", "sweep.batch_sizes=[128, 256]", "--set", "sweep.seeds=[0, 1]", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path)
@@ -41,7 +41,7 @@ def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root
 
 
 def test_sweep_records_a_failed_child_and_goes_on(tmp_path, mnist_root):
-    result = run_cli("sweep-batch", "--set", f"data.root={mnist_root}", "--set", "train.epochs=1", "--set", "train.lr=1e30",
+    result = run_cli("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.lr=1e30",
                      "--set", "sweep.batch_sizes=[512]", "--set", "sweep.seeds=[0, 1]", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path)
@@ -52,7 +52,7 @@ def test_sweep_records_a_failed_child_and_goes_on(tmp_path, mnist_root):
 
 
 def test_augment_one_epoch_with_preview_and_clean_evaluation(tmp_path, mnist_root):
-    result = run_cli("augment", "--set", f"data.root={mnist_root}", "--set", "train.epochs=1", "--out", str(tmp_path), "-q")
+    result = run_cli("augment", *mini(mnist_root), "--set", "train.epochs=1", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path)
     assert (run / "plots" / "augmentations.png").is_file()

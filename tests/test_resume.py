@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, mini, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def interrupt_after_first_epoch(command: list[str], out, metrics_relative: str, 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, sig):
-    command = ["train-mnist", "--set", f"data.root={mnist_root}", "--set", "train.epochs=3", "--set", "train.batch_size=64"]
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.batch_size=64"]
     run, code, stderr = interrupt_after_first_epoch(command, tmp_path / "a", "metrics.csv", sig)
     assert code == 130, stderr
     summary = json.loads((run / "summary.json").read_text())
@@ -66,7 +66,7 @@ def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, sig):
 
 
 def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
-    command = ["sweep-batch", "--set", f"data.root={mnist_root}", "--set", "train.epochs=2",
+    command = ["sweep-batch", *mini(mnist_root), "--set", "train.epochs=2",
                "--set", "sweep.batch_sizes=[256, 512]", "--set", "sweep.seeds=[0]"]
     run, code, _ = interrupt_after_first_epoch(command, tmp_path, "bs512-seed0/metrics.csv")
     assert code == 130
@@ -81,7 +81,7 @@ def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
 
 
 def test_same_seed_same_cli_metrics_byte_for_byte(tmp_path, mnist_root):
-    args = ["augment", "--set", f"data.root={mnist_root}", "--set", "train.epochs=1", "--set", "train.batch_size=128", "-q"]
+    args = ["augment", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.batch_size=128", "-q"]
     for out in ("a", "b"):
         assert run_cli(*args, "--out", str(tmp_path / out)).returncode == 0
     (a,), (b,) = (tmp_path / "a").iterdir(), (tmp_path / "b").iterdir()

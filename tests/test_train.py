@@ -71,7 +71,7 @@ def test_diverging_loss_fails_naming_epoch_and_batch(tmp_path):
 
 @pytest.mark.slow
 def test_mnist_mini_two_epochs_reaches_93_percent(tmp_path, mnist_root):
-    splits = load_mnist(MnistData(root=str(mnist_root), download=False))
+    splits = load_mnist(MnistData(root=str(mnist_root), download=False, val_split=0.2))
     run, result = train_into(tmp_path, splits, Train(epochs=2, batch_size=16))
     assert result.history.rows[-1]["val_accuracy"] >= 0.93
     assert result.test.accuracy >= 0.93

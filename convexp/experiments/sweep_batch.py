@@ -8,7 +8,7 @@ import torch
 
 from convexp import plots
 from convexp.config import SweepBatchConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.data import load_mnist
 from convexp.experiments.common import train_child
 from convexp.models import MNISTConvNet
@@ -36,7 +36,7 @@ def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter
     aggregate = aggregate_by_batch_size(rows)
     write_plots(run, curves)
     show_table(reporter, aggregate)
-    return {"results": aggregate, "children": [r["run"] for r in rows]}
+    return {"results": aggregate, "children": [r["run"] for r in rows], "data": splits.record()}
 
 
 def child_row(batch_size: int, seed: int, child: RunFolder, result) -> dict:
@@ -83,5 +83,5 @@ def show_table(reporter: Reporter, aggregate: dict) -> None:
     order = sorted(aggregate.items(), key=lambda kv: -kv[1].get("best_val_accuracy", {"mean": -1})["mean"])
     rows = [[b, e["runs"], e["failed"], fmt(e, "best_val_accuracy"), fmt(e, "final_val_loss"),
              fmt(e, "test_accuracy"), fmt(e, "seconds_per_epoch", 2)] for b, e in order]
-    print_table(reporter.console, "sweep-batch (mean ± std over seeds)",
+    reporter.table("sweep-batch (mean ± std over seeds)",
                 ["batch", "runs", "failed", "best val acc", "final val loss", "test acc", "s/epoch"], rows)

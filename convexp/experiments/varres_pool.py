@@ -12,7 +12,7 @@ import torch
 
 from convexp import plots
 from convexp.config import VarresPoolConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.experiments.classification import classification_breakdown, write_breakdown
 from convexp.experiments.common import train_child
@@ -24,7 +24,7 @@ from convexp.varres import load_varres
 
 def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     train, val, test = load_varres(config.data)
-    splits = Splits(train, val, test).to(device)
+    splits = Splits(train, val, test, config.data.root).to(device)
     n = config.model.channels
     parameters = count_parameters(VariableInputNet(n))
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
@@ -46,7 +46,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     results = {pooling: aggregate(items) for pooling, items in breakdowns.items()}
     write_plots(run, results, breakdowns, histories, test.resolutions)
     show_table(reporter, results, test.resolutions)
-    return {"results": results, "parameters": parameters}
+    return {"results": results, "parameters": parameters, "data": splits.record()}
 
 
 def aggregate(breakdowns: list[dict]) -> dict:
@@ -87,5 +87,5 @@ def show_table(reporter: Reporter, results: dict, resolutions: list[int]) -> Non
 
     rows = [[p, r["runs"], fmt(r["test_accuracy"]), *(fmt(r["accuracy_per_resolution"][str(s)]) for s in resolutions),
              f"{r['seconds_per_epoch']['mean']:.2f}"] for p, r in results.items()]
-    print_table(reporter.console, "varres-pool (test accuracy, mean ± std over seeds)",
+    reporter.table("varres-pool (test accuracy, mean ± std over seeds)",
                 ["pooling", "runs", "overall"] + [f"{s} px" for s in resolutions] + ["s/epoch"], rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from convexp.config import VarresResizeConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.experiments.classification import classification_breakdown, write_breakdown
 from convexp.models import MNISTConvNet, to_device
@@ -19,14 +19,14 @@ def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, report
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images "
                   f"at {', '.join(map(str, test.resolutions))} px, resized to 28x28")
     # Test keeps one bucket per source resolution so accuracy can be told per resolution.
-    splits = Splits(resize_split(train), resize_split(val), resize_split(test, merge=False)).to(device)
+    splits = Splits(resize_split(train), resize_split(val), resize_split(test, merge=False), config.data.root).to(device)
     seed_everything(config.seed)
     model = to_device(MNISTConvNet(config.model.conv), device)
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device, reporter=reporter)
     breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
     write_breakdown(run, breakdown, "varres-resize: test confusion matrix")
     per_resolution = breakdown["accuracy_per_resolution"]
-    print_table(reporter.console, "varres-resize (test accuracy)",
+    reporter.table("varres-resize (test accuracy)",
                 ["overall"] + [f"{r} px" for r in per_resolution] + ["s/epoch"],
                 [[breakdown["test_accuracy"], *per_resolution.values(), f"{result.summary['seconds_per_epoch']:.2f}"]])
     return {}

@@ -26,11 +26,23 @@ class Reporter:
             self.console.width = 120  # logs and pipes: room for a whole table row
         self.live_bars = self.console.is_terminal and not quiet and sys.stdout.isatty()
         self.logs: list[RunFolder] = []
+        self.study = None  # a StudyProgress while `reproduce` runs: epoch lines then say where the study stands
 
     def line(self, text: str) -> None:
         self.console.print(text, markup=False, soft_wrap=True)
         for run in self.logs:
             run.log(text)
+
+    def table(self, title: str, columns: list[str], rows: list[list[object]]) -> None:
+        """A result table on the terminal, and the same table as text in every open log.txt."""
+        table = make_table(title, columns, rows)
+        self.console.print(table)
+        if self.logs:
+            capture = Console(width=max(120, self.console.width), highlight=False, color_system=None)
+            with capture.capture() as captured:
+                capture.print(table)
+            for run in self.logs:
+                run.log(captured.get().rstrip("\n"))
 
     @contextlib.contextmanager
     def logging_to(self, run: RunFolder) -> Iterator[None]:
@@ -59,13 +71,18 @@ class Reporter:
             yield lambda: progress.advance(task)
 
 
-def print_table(console: Console, title: str, columns: list[str], rows: list[list[object]]) -> None:
-    """A Rich table; floats in (0, 1] read as accuracies are shown with 4 decimals."""
+def make_table(title: str, columns: list[str], rows: list[list[object]]):
+    """A Rich table; floats are shown with 4 decimals. Cells are plain text, never Rich markup."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in rows:
-        table.add_row(*(f"{cell:.4f}" if isinstance(cell, float) else str(cell) for cell in row))
-    console.print(table)
+        table.add_row(*(Text(f"{cell:.4f}" if isinstance(cell, float) else str(cell)) for cell in row))
+    return table
+
+
+def print_table(console: Console, title: str, columns: list[str], rows: list[list[object]]) -> None:
+    console.print(make_table(title, columns, rows))

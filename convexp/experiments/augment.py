@@ -7,7 +7,7 @@ import torch
 from convexp import plots
 from convexp.augment import build_pipeline
 from convexp.config import AugmentConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
@@ -28,7 +28,7 @@ def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: R
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device,
                         reporter=reporter, augment=pipeline)
     last = result.history.rows[-1]
-    print_table(reporter.console, "augment",
+    reporter.table("augment",
                 ["augmented", "train acc", "val acc", "test acc", "s/epoch"],
                 [[str(pipeline is not None), last["train_accuracy"], last["val_accuracy"],
                   result.test.accuracy, f"{result.summary['seconds_per_epoch']:.2f}"]])

@@ -14,7 +14,7 @@ from torch.utils import benchmark
 
 from convexp import autograd, plots
 from convexp.config import BenchConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.data import Split
 from convexp.memory import keep_freed_memory
 from convexp.models import MNISTConvNet, to_device
@@ -238,10 +238,10 @@ def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str]) -> 
         step = cells.get(convs[-1], {})
         line.append(f"{step['gflops']:.1f}" if "gflops" in step else "")
         table.append(line)
-    print_table(reporter.console, "Median milliseconds; ratio = hand-written / native (matmuls alone: against the native layer)",
+    reporter.table("Median milliseconds; ratio = hand-written / native (matmuls alone: against the native layer)",
                 ["threads", "batch", "what", *(f"{c} ms" for c in convs), *(f"{c} ratio" for c in convs[1:]),
                  f"{convs[-1]} GFLOP/s"], table)
-    print_table(reporter.console, f"Training loop, one epoch of {loop['digits']} random digits, batch {loop['batch_size']}",
+    reporter.table(f"Training loop, one epoch of {loop['digits']} random digits, batch {loop['batch_size']}",
                 ["bare loop s", "convexp loop s", "ratio"], [[f"{loop['bare_s']:.3f}", f"{loop['convexp_s']:.3f}", f"{loop['ratio']:.3f}x"]])
 
 

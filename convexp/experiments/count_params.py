@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from convexp.config import CountParamsConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.models import MNISTConvNet, VariableInputNet, count_parameters
 from convexp.runs import RunFolder
 from convexp.shapes import conv_shape, layer_table, nearest_channel_counts
@@ -20,7 +20,7 @@ def run(config: CountParamsConfig, run: RunFolder, device: torch.device, reporte
                   "inputs": {str(s): rows(layer_table(variable, s, s)) for s in config.input_sizes}}}
     for network, table in tables.items():
         for size, layer_rows in table["inputs"].items():
-            print_table(reporter.console, f"{network} on {size}x{size} input: {table['parameters']:,} parameters",
+            reporter.table(f"{network} on {size}x{size} input: {table['parameters']:,} parameters",
                         ["layer", "output shape", "parameters"],
                         [[r["layer"], " x ".join(map(str, r["output_shape"])), f"{r['parameters']:,}"] for r in layer_rows])
     result = {"networks": tables}
@@ -43,7 +43,7 @@ def conv_examples(config: CountParamsConfig, reporter: Reporter) -> list[dict]:
         shape = conv_shape(e.out_channels, e.height, e.width, tuple(e.kernel_size), (e.stride, e.stride),
                            (e.padding, e.padding), f"conv_examples[{i}]")
         examples.append({**vars(e), "output_shape": shape, "parameters": e.out_channels * (e.in_channels * e.kernel_size[0] * e.kernel_size[1] + 1)})
-    print_table(reporter.console, "Convolution output sizes: floor((in + 2p - k) / s) + 1",
+    reporter.table("Convolution output sizes: floor((in + 2p - k) / s) + 1",
                 ["input (c x h x w)", "kernel", "stride", "padding", "output (c x h x w)"],
                 [[f"{e['in_channels']} x {e['height']} x {e['width']}", "x".join(map(str, e["kernel_size"])), e["stride"],
                   e["padding"], " x ".join(map(str, e["output_shape"]))] for e in examples])
@@ -52,7 +52,7 @@ def conv_examples(config: CountParamsConfig, reporter: Reporter) -> list[dict]:
 
 def match(config: CountParamsConfig, target: int, reporter: Reporter) -> list[dict]:
     nearest = nearest_channel_counts(target, range(1, config.match_max_channels + 1))[:2]
-    print_table(reporter.console, f"N closest to MNISTConvNet's {target:,} parameters",
+    reporter.table(f"N closest to MNISTConvNet's {target:,} parameters",
                 ["N", "parameters", "difference"],
                 [[e["channels"], f"{e['parameters']:,}", f"{e['difference']:+,}"] for e in nearest])
     return nearest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.errors import ConvexpError
 from convexp.varres import build_varres
 
@@ -19,6 +19,6 @@ def make(mnist_root: Path, out: Path, seed: int, center: bool, sizes_text: str) 
     for split, counter in counts.items():
         rows = [[digit, *(counter[(digit, s)] for s in sizes), sum(counter[(digit, s)] for s in sizes)] for digit in range(10)]
         rows.append(["all", *(sum(counter[(d, s)] for d in range(10)) for s in sizes), sum(counter.values())])
-        print_table(reporter.console, f"{out}/{split}: images per digit and resolution",
+        reporter.table(f"{out}/{split}: images per digit and resolution",
                     ["digit", *(f"{s} px" for s in sizes), "total"], rows)
     reporter.line(f"wrote {sum(sum(c.values()) for c in counts.values())} images to {out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from convexp.config import TrainMnistConfig
-from convexp.console import Reporter, print_table
+from convexp.console import Reporter
 from convexp.data import load_mnist
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
@@ -19,8 +19,7 @@ def run(config: TrainMnistConfig, run: RunFolder, device: torch.device, reporter
     model = to_device(MNISTConvNet(config.model.conv), device)
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device, reporter=reporter)
     last = result.history.rows[-1]
-    print_table(
-        reporter.console,
+    reporter.table(
         "train-mnist",
         ["val accuracy", "test accuracy", "s/epoch", "conv", "run folder"],
         [[last["val_accuracy"], result.test.accuracy, f"{result.summary['seconds_per_epoch']:.2f}", config.model.conv, str(run.path)]],

@@ -1,68 +1,194 @@
 """`convexp reproduce`: the whole study at the report's settings, into one parent folder.
 
 Each step starts from that experiment's own configs/<command>.yaml (the report's settings live
-there, once), with the data, seeds and conv of this run laid over it, and runs as a child run
-folder. Steps compared across settings get several seeds. On resume, finished steps are kept
-and the rest continue.
+there, once); the data, seeds and conv of this run are laid over it as values
+(`dataclasses.replace`), and the step runs as a child run folder. Every comparison runs once per
+seed. On resume, finished steps are kept and the rest continue.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import struct
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from convexp.config import ReproduceConfig, load_config
 from convexp.console import Reporter
+from convexp.errors import ConvexpError
 from convexp.experiments import EXPERIMENTS
+from convexp.progress import StudyProgress, conv_net_macs, duration
 from convexp.runs import RunFolder
 from convexp.varres import build_varres
 
-FAST = ["train.epochs=1", "train.max_batches=5"]  # --fast-dev-run: the pipeline, not the numbers
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # the child folder
+    question: str  # the report's question it answers
+    command: str
+    config: Any  # the step's typed config, complete
 
 
-def steps(config: ReproduceConfig, varres_root: Path) -> list[tuple[str, str, list[str]]]:
-    """(child name, command, overrides) for every experiment of the study, in order."""
+def base_config(command: str, config: ReproduceConfig) -> Any:
+    path = Path(config.configs_dir) / f"{command}.yaml"
+    if not path.is_file():
+        raise ConvexpError(f"configs_dir={config.configs_dir!r} holds no {command}.yaml: run from the project "
+                           "folder or set configs_dir to the project's configs/ folder")
+    return load_config(EXPERIMENTS[command].config_class, path)
+
+
+def augmented(step_config: Any, enabled: bool) -> Any:
+    return dataclasses.replace(step_config, augment=dataclasses.replace(step_config.augment, enabled=enabled))
+
+
+def with_train(step_config: Any, **changes) -> Any:
+    return dataclasses.replace(step_config, train=dataclasses.replace(step_config.train, **changes))
+
+
+def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> list[Step]:
+    """Every step of the study, in order, each with its complete config."""
     seeds = config.seeds[:1] if config.fast_dev_run else config.seeds
-    seed_list = f"[{', '.join(map(str, seeds))}]"
-    mnist = [f"data.root={config.mnist_root}", f"data.download={str(config.download).lower()}", f"model.conv={config.conv}"]
-    varres = [f"data.root={varres_root}", f"model.conv={config.conv}"]
-    plan = [("train-mnist", "train-mnist", mnist),
-            ("sweep-batch", "sweep-batch", mnist + [f"sweep.seeds={seed_list}"])]
+
+    def mnist(command: str, seed: int = 0) -> Any:
+        base = base_config(command, config)
+        data = dataclasses.replace(base.data, root=config.mnist_root, download=config.download, val_split=config.val_split)
+        return dataclasses.replace(base, seed=seed, device=device.type, data=data,
+                                   model=dataclasses.replace(base.model, conv=config.conv))
+
+    def varres(command: str, seed: int = 0) -> Any:
+        base = base_config(command, config)
+        return dataclasses.replace(base, seed=seed, device=device.type,
+                                   data=dataclasses.replace(base.data, root=str(varres_root)),
+                                   model=dataclasses.replace(base.model, conv=config.conv))
+
+    def final(step_config: Any) -> Any:
+        return with_train(step_config, epochs=config.final.epochs, lr=config.final.lr)
+
+    count = base_config("count-params", config)
+    plan = [Step("count-params", "Q15", "count-params",
+                 dataclasses.replace(count, device=device.type, conv=config.conv, match=True))]
+    # Seed by seed: each round answers every question once, so a study cut short still covers them all.
     for seed in seeds:
-        for enabled in ("on", "off"):
-            plan.append((f"augment-{enabled}-seed{seed}", "augment",
-                         mnist + [f"seed={seed}", f"augment.enabled={str(enabled == 'on').lower()}"]))
-    plan += [(f"varres-resize-seed{seed}", "varres-resize", varres + [f"seed={seed}"]) for seed in seeds]
-    plan.append(("varres-pool", "varres-pool", varres + [f"seeds={seed_list}"]))
-    plan.append(("count-params", "count-params", ["match=true", f"conv={config.conv}"]))
-    if config.fast_dev_run:
-        plan = [(name, command, overrides + (FAST if command != "count-params" else [])) for name, command, overrides in plan]
+        sweep = mnist("sweep-batch", seed)
+        pool = varres("varres-pool", seed)
+        final_pool = final(pool)
+        plan += [
+            Step(f"train-mnist-seed{seed}", "Q7", "train-mnist", mnist("train-mnist", seed)),
+            Step(f"sweep-batch-seed{seed}", "Q8", "sweep-batch",
+                 dataclasses.replace(sweep, sweep=dataclasses.replace(sweep.sweep, seeds=[seed]))),
+            *(Step(f"augment-{'on' if on else 'off'}-seed{seed}", "Q9", "augment", augmented(mnist("augment", seed), on))
+              for on in (True, False)),
+            Step(f"varres-resize-seed{seed}", "Q12", "varres-resize", varres("varres-resize", seed)),
+            Step(f"varres-pool-seed{seed}", "Q16", "varres-pool", dataclasses.replace(pool, seeds=[seed])),
+            Step(f"final-resize-seed{seed}", "Q17", "varres-resize", final(varres("varres-resize", seed))),
+            Step(f"final-pool-seed{seed}", "Q17", "varres-pool",
+                 dataclasses.replace(final_pool, seeds=[seed], model=dataclasses.replace(final_pool.model, pooling=["max"]))),
+        ]
+    if config.fast_dev_run:  # the pipeline, not the numbers
+        plan = [dataclasses.replace(s, config=with_train(s.config, epochs=1, max_batches=5)) if hasattr(s.config, "train") else s
+                for s in plan]
     return plan
+
+
+# -- planned work, for the ETA ----------------------------------------------------------------------
+
+
+def children(step: Step) -> int:
+    if step.command == "sweep-batch":
+        return len(step.config.sweep.batch_sizes) * len(step.config.sweep.seeds)
+    if step.command == "varres-pool":
+        return len(step.config.model.pooling) * len(step.config.seeds)
+    return 1
+
+
+def training_images(step: Step) -> int:
+    """About how many images one epoch of the step trains on (read from file headers and listings)."""
+    from convexp.data import validation_count
+
+    data = step.config.data
+    if hasattr(data, "val_split"):
+        labels = Path(data.root) / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+        try:
+            with labels.open("rb") as f:
+                total = struct.unpack(">II", f.read(8))[1]
+            total -= validation_count(data.val_split, total)
+        except (OSError, struct.error, ConvexpError):
+            total = 50_000  # not there yet (downloaded later) or broken: the run itself will say so
+    else:
+        total = round(sum(1 for _ in Path(data.root).glob("train/*/*.png")) * (1 - data.val_fraction)) or 48_000
+    if step.config.train.max_batches:
+        total = min(total, step.config.train.max_batches * step.config.train.batch_size)
+    return total
+
+
+def planned_work(step: Step) -> tuple[float, int]:
+    """(multiply-adds of all training epochs, epochs of all children) for one step."""
+    if not hasattr(step.config, "train"):
+        return 0.0, 0
+    epochs = children(step) * step.config.train.epochs
+    if step.command == "varres-pool":
+        resolutions = step.config.data.resolutions
+        per_image = sum(conv_net_macs(step.config.model.channels, r) for r in resolutions) / len(resolutions)
+    else:
+        per_image = conv_net_macs(64, 28)
+    return float(epochs * training_images(step) * per_image), epochs
+
+
+# -- the study ------------------------------------------------------------------------------------
+
+
+def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -> Path:
+    if config.varres_root != "build":
+        return Path(config.varres_root)
+    root = run.path / "mnist-varres"
+    if not root.is_dir():
+        reporter.line(f"[make-varres] building mnist-varres from {config.mnist_root} into {root}")
+        build_varres(Path(config.mnist_root), root, seed=config.varres_seed)
+    return root
 
 
 def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     from convexp.lifecycle import execute, open_run
 
-    varres_root = run.path / "mnist-varres"
-    if not varres_root.is_dir():
-        reporter.line(f"[make-varres] building mnist-varres from {config.mnist_root} into {varres_root}")
-        build_varres(Path(config.mnist_root), varres_root, seed=config.varres_seed)
-    plan = steps(config, varres_root)
-    for index, (name, command, overrides) in enumerate(plan, start=1):
-        child = run.child(name)
-        status = child.status
-        if status == "completed":
-            reporter.line(f"[{index}/{len(plan)}] {name}: completed earlier, kept")
-            continue
-        experiment = EXPERIMENTS[command]
-        config_file = Path(config.configs_dir) / f"{command}.yaml"
-        step_config = load_config(experiment.config_class, config_file if config_file.is_file() else None,
-                                  overrides + [f"device={device.type}"])
-        reporter.line(f"[{index}/{len(plan)}] {name}: convexp {command} " + " ".join(f"--set {o}" for o in overrides))
-        if status is None:
-            open_run(child, command, step_config, device, name)
-        else:
-            child.update_summary(status="running")
-        execute(experiment, step_config, child, device, reporter)
-    return {"steps": [name for name, _, _ in plan], "fast_dev_run": config.fast_dev_run}
+    plan = steps(config, varres_folder(config, run, reporter), device)
+    planned = {step.name: planned_work(step) for step in plan}
+    progress = StudyProgress({n: w for n, (w, _) in planned.items()}, {n: e for n, (_, e) in planned.items()})
+    seconds: dict[str, float] = dict(run.read_summary().get("step_seconds", {}))
+    reporter.study = progress
+    try:
+        for index, step in enumerate(plan, start=1):
+            child = run.child(step.name)
+            status = child.status
+            if status == "completed":
+                progress.keep(step.name)
+                reporter.line(f"[{index}/{len(plan)}] {step.question} {step.name}: completed earlier, kept")
+                continue
+            reporter.line(f"[{index}/{len(plan)}] {step.question} {step.name}: convexp {step.command} | {progress.describe()}")
+            if status is None:
+                open_run(child, step.command, step.config, device, step.name)
+            child.update_summary(status="running", question=step.question)
+            progress.begin(step.name)
+            started = time.perf_counter()
+            try:
+                execute(EXPERIMENTS[step.command], step.config, child, device, reporter)
+            finally:
+                seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - started, 1)
+                run.update_summary(step_seconds=seconds)
+                progress.end()
+    finally:
+        reporter.study = None
+    show_step_times(reporter, plan, seconds)
+    return {"steps": [s.name for s in plan], "questions": {s.name: s.question for s in plan},
+            "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)}
+
+
+def show_step_times(reporter: Reporter, plan: list[Step], seconds: dict[str, float]) -> None:
+    rows = [[s.question, s.name, s.command, f"{seconds.get(s.name, 0):.0f}", duration(seconds.get(s.name, 0))] for s in plan]
+    total = sum(seconds.values())
+    rows.append(["", "total", "", f"{total:.0f}", duration(total)])
+    reporter.table("reproduce: time per step", ["question", "step", "command", "seconds", "time"], rows)

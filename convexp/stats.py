@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -33,3 +34,28 @@ def confusion_matrix(labels: list[int], predictions: list[int], classes: int = 1
 
 def accuracy(labels: list[int], predictions: list[int]) -> float:
     return sum(t == p for t, p in zip(labels, predictions)) / len(labels)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean ± sample std over n seeds: the one way the project states a number over seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        mean, std = mean_std(values)
+        return cls(mean, std, len(values))
+
+    def text(self, digits: int = 4) -> str:
+        if self.n == 1:
+            return f"{self.mean:.{digits}f} (1 seed)"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
+
+    def beyond(self, other: Spread) -> str:
+        """'yes' when the mean ± std intervals do not overlap; needs two seeds on each side."""
+        if self.n < 2 or other.n < 2:
+            return "n/a (one seed)"
+        return "yes" if abs(self.mean - other.mean) > self.std + other.std else "no"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,53 +24,73 @@ def test_spread_format_and_overlap_rule():
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, request):
-    import os
-
+def reproduced(tmp_path_factory):
     if not os.environ.get("CONVEXP_DATA"):
         pytest.skip("real-data test: set CONVEXP_DATA to the folder holding mnist-mini (e.g. ../shared/data)")
     out = tmp_path_factory.mktemp("reproduce")
     result = run_cli("reproduce", "--fast-dev-run", "--set", f"mnist_root={os.environ['CONVEXP_DATA']}/mnist-mini",
-                     "--device", "cpu", "--out", str(out), "-q")
+                     "--set", "val_split=0.2", "--set", "varres_root=build", "--device", "cpu", "--out", str(out), "-q")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     (run,) = out.iterdir()
     report = run_cli("report", str(run))
     assert report.returncode == 0, report.stderr
-    return run
+    return run, result.stdout
+
+
+STEPS_OF_SEED_0 = ["count-params", "train-mnist-seed0", "sweep-batch-seed0", "augment-on-seed0", "augment-off-seed0",
+                   "varres-resize-seed0", "varres-pool-seed0", "final-resize-seed0", "final-pool-seed0"]
 
 
 @pytest.mark.slow
-def test_reproduce_runs_every_step(reproduced):
-    summary = json.loads((reproduced / "summary.json").read_text())
+def test_reproduce_runs_every_question_in_order(reproduced):
+    run, stdout = reproduced
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["fast_dev_run"] is True
+    assert summary["steps"] == STEPS_OF_SEED_0  # --fast-dev-run: one seed round
+    assert set(summary["questions"].values()) == {"Q7", "Q8", "Q9", "Q12", "Q15", "Q16", "Q17"}
+    assert set(summary["step_seconds"]) == set(STEPS_OF_SEED_0) and summary["total_seconds"] > 0
     for step in summary["steps"]:
-        assert json.loads((reproduced / step / "summary.json").read_text())["status"] == "completed", step
-    assert set(summary["steps"]) >= {"train-mnist", "sweep-batch", "augment-on-seed0", "augment-off-seed0",
-                                      "varres-resize-seed0", "varres-pool", "count-params"}
-    assert (reproduced / "mnist-varres" / "train").is_dir()
+        child = json.loads((run / step / "summary.json").read_text())
+        assert child["status"] == "completed", step
+        assert child["question"] == summary["questions"][step]
+    assert (run / "mnist-varres" / "train").is_dir()  # varres_root=build
+    # the question-17 steps run at the final comparison's settings, the others at the report's own
+    final = (run / "final-resize-seed0" / "config.yaml").read_text()
+    assert "lr: 0.0009" in final and "epochs: 1\n" in final  # fast dev run: 1 epoch
+    assert "pooling:\n  - max\n" in (run / "final-pool-seed0" / "config.yaml").read_text()
+    # progress: which step, and where the whole study stands
+    assert "[3/9] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
+    assert re.search(r"study \d+%, \S+ elapsed, ETA \S+", stdout)
+    assert "reproduce: time per step" in stdout and "reproduce: time per step" in (run / "log.txt").read_text()
 
 
 @pytest.mark.slow
 def test_report_tables_match_the_run_folders(reproduced):
-    markdown = (reproduced / "report.md").read_text()
-    train = json.loads((reproduced / "train-mnist" / "summary.json").read_text())
-    assert f"| train-mnist | {train['final']['val_accuracy']:.4f} | {train['test_accuracy']:.4f} |" in markdown
-    on = json.loads((reproduced / "augment-on-seed0" / "summary.json").read_text())
-    assert f"augmented {on['test_accuracy']:.4f} (1 seed)" in markdown
-    pool = json.loads((reproduced / "varres-pool" / "summary.json").read_text())["results"]
-    assert f"max {pool['max']['test_accuracy']['mean']:.4f} (1 seed)" in markdown
-    resize = json.loads((reproduced / "varres-resize-seed0" / "summary.json").read_text())
-    assert f"resize {resize['test_accuracy']:.4f} (1 seed)" in markdown
-    assert "MNISTConvNet: 29,066" in markdown and "81 (29,029), 82 (29,328)" in markdown
-    for question in ("Q7", "Q8", "Q9", "Q15", "Q16", "Q17"):
-        assert f"| {question}:" in markdown
+    run, _ = reproduced
+    markdown = (run / "report.md").read_text()
+    train = json.loads((run / "train-mnist-seed0" / "summary.json").read_text())
+    assert f"| train-mnist-seed0 | {train['final']['val_accuracy']:.4f} | {train['test_accuracy']:.4f} |" in markdown
+    assert "| Q7 | MNISTConvNet, batch 16" in markdown
+    assert f"| {train['final']['val_accuracy']:.4f} (1 seed) |" in markdown
+    on = json.loads((run / "augment-on-seed0" / "summary.json").read_text())
+    assert "| augmented | 1 |" in markdown and f"{on['test_accuracy']:.4f} (1 seed)" in markdown
+    pool = json.loads((run / "final-pool-seed0" / "max-seed0" / "summary.json").read_text())
+    assert f"| Q17_pool |" in markdown and f"{pool['test_accuracy']:.4f} (1 seed)" in markdown
+    assert "| Q15 | 29,066 parameters" in markdown and "| 29029 (1 seed) | reproduced |" in markdown
+    assert "81 (29,029), 82 (29,328)" in markdown
+    # a smoke run on mini is flagged as such, so nobody reads its verdicts as the report's
+    assert "WARNING: a --fast-dev-run study" in markdown and "trained on other data than the report's" in markdown
+    assert "| Q7 | train-mnist-seed0 |" in markdown and "mnist-mini | 6,400 | 1,600 | 2,000 |" in markdown
+    assert re.search(r"\| Q8 \| sweep-batch-seed0 \| \d+ \| \d+\.\d \|", markdown)
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
-        assert (reproduced / image).is_file(), image
+        assert (run / image).is_file(), image
+    assert (run / "report-plots" / "q8_val_loss_summed.png").is_file()
 
 
 @pytest.mark.slow
 def test_html_is_self_contained(reproduced):
-    page = (reproduced / "report.html").read_text()
+    run, _ = reproduced
+    page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 8
     assert not re.search(r"(src|href)=['\"]?https?:", page)
     assert "The seed report&#x27;s results beside ours" in page
@@ -80,19 +101,22 @@ def test_html_renders_in_headless_chromium(reproduced, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Chromium is not installed (Debian package `chromium`)")
+    run, _ = reproduced
     shot = tmp_path / "report.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                    f"--screenshot={shot}", "--window-size=1200,2400", (reproduced / "report.html").as_uri()],
+                    f"--screenshot={shot}", "--window-size=1200,2400", (run / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000  # a page with tables and figures, not a blank one
 
 
 @pytest.mark.slow
-def test_runs_lists_the_folder(reproduced):
-    result = run_cli("runs", "--out", str(reproduced))
+def test_runs_lists_the_folder_with_its_data(reproduced):
+    run, _ = reproduced
+    result = run_cli("runs", "--out", str(run))
     assert result.returncode == 0
     assert "train-mnist" in result.stdout and "completed" in result.stdout and "test acc" in result.stdout
+    assert "mnist-mini 6400/1600/2000" in result.stdout
 
 
 def test_report_of_a_folder_that_is_not_a_run(tmp_path):

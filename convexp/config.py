@@ -138,6 +138,7 @@ class ConvExample:
     kernel_size: list[int] = field(default_factory=lambda: [5, 5])
     stride: int = 2
     padding: int = 1
+    dilation: int = 1
     height: int = 768
     width: int = 1024
 
@@ -395,6 +396,8 @@ def check_values(config: Any) -> None:
         for i, example in enumerate(config.conv_examples):
             if example.stride < 1:
                 raise ConvexpError(f"conv_examples[{i}].stride must be at least 1; got {example.stride}")
+            if example.dilation < 1:
+                raise ConvexpError(f"conv_examples[{i}].dilation must be at least 1; got {example.dilation}")
             if len(example.kernel_size) != 2 or min(example.kernel_size) < 1:
                 raise ConvexpError(f"conv_examples[{i}].kernel_size must be [height, width] >= 1; got {example.kernel_size}")
         return

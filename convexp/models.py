@@ -17,17 +17,26 @@ from convexp import autograd
 
 
 class UnfoldConv2d(nn.Module):
-    """Conv layer built on the hand-written Conv2dFunction; parameters as in nn.Conv2d."""
+    """Conv layer built on the hand-written conv Functions: nn.Conv2d's arguments and initialisation.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias=True,
-                 algorithm: str = "rows"):
+    stride, padding (int, pair, "same" or "valid"), dilation, groups and bias as in nn.Conv2d;
+    only zero padding (nn.Conv2d's default padding_mode).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode: str = "zeros", algorithm: str = "rows"):
         super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"UnfoldConv2d pads with zeros only; got padding_mode={padding_mode!r}")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels ({in_channels}) and out_channels ({out_channels})")
         self.algorithm = algorithm  # "rows" (fast) or "reference" (the report's F.unfold/F.fold)
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = autograd.as_pair(kernel_size)
         self.stride = autograd.as_pair(stride)
-        self.padding = autograd.as_pair(padding)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+        self.padding = padding if isinstance(padding, str) else autograd.as_pair(padding)
+        self.dilation = autograd.as_pair(dilation)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
@@ -35,18 +44,23 @@ class UnfoldConv2d(nn.Module):
         # The same calls, in the same order, as nn.Conv2d.reset_parameters: same seed, same weights.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1 / math.sqrt(fan_in)
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]  # (c_in / groups)·kh·kw
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
+
+    def geometry(self, x: torch.Tensor) -> autograd.ConvGeometry:
+        return autograd.conv_geometry(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, c_in, h, w) -> (b, c_out, h_out, w_out)."""
-        return autograd.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.algorithm)
+        return autograd.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                               algorithm=self.algorithm)
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, algorithm={self.algorithm}"
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+            f"algorithm={self.algorithm}"
         )
 
 

@@ -1,6 +1,7 @@
 """Layer-by-layer output shapes and parameter counts, from the report's output-size formula.
 
-    out = floor((in + 2·padding - kernel) / stride) + 1          (question 2 / question 10)
+    out = floor((in + 2·padding - dilation·(kernel - 1) - 1) / stride) + 1
+        = floor((in + 2·padding - kernel) / stride) + 1      without dilation (question 2 / question 10)
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ class LayerRow:
         return asdict(self)
 
 
-def conv_shape(channels_out: int, height: int, width: int, kernel, stride, padding, name: str) -> list[int]:
-    h = conv_output_size(height, kernel[0], stride[0], padding[0])
-    w = conv_output_size(width, kernel[1], stride[1], padding[1])
+def conv_shape(channels_out: int, height: int, width: int, kernel, stride, padding, name: str, dilation=(1, 1)) -> list[int]:
+    h = conv_output_size(height, kernel[0], stride[0], padding[0], dilation[0])
+    w = conv_output_size(width, kernel[1], stride[1], padding[1], dilation[1])
     if h < 1 or w < 1:
+        span = "" if tuple(dilation) == (1, 1) else f" (spanning {dilation[0] * (kernel[0] - 1) + 1}x{dilation[1] * (kernel[1] - 1) + 1} with dilation {tuple(dilation)})"
         raise ConvexpError(
-            f"{name}: kernel {kernel[0]}x{kernel[1]} is larger than its padded input "
+            f"{name}: kernel {kernel[0]}x{kernel[1]}{span} is larger than its padded input "
             f"{height + 2 * padding[0]}x{width + 2 * padding[1]}: use a larger input size or more padding"
         )
     return [channels_out, h, w]
@@ -41,7 +43,7 @@ def layer_table(model: nn.Module, height: int, width: int) -> list[LayerRow]:
     shape = rows[0].output_shape
     for index, conv in enumerate((model.features.conv1, model.features.conv2, model.features.conv3), start=1):
         kernel, stride, padding = (tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding))
-        shape = conv_shape(conv.out_channels, shape[1], shape[2], kernel, stride, padding, f"conv{index}")
+        shape = conv_shape(conv.out_channels, shape[1], shape[2], kernel, stride, padding, f"conv{index}", tuple(conv.dilation))
         rows.append(LayerRow(f"conv{index} {kernel[0]}x{kernel[1]} + ReLU", shape, count_parameters(conv)))
         shape = conv_shape(shape[0], shape[1], shape[2], (2, 2), (2, 2), (0, 0), f"pool{index}")
         rows.append(LayerRow(f"pool{index} 2x2", shape, 0))

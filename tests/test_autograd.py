@@ -74,15 +74,15 @@ def test_conv2d_gradcheck_grid(stride, padding, kernel, c_in, c_out, batch, algo
     x = double(batch, c_in, 7, 8)
     w = double(c_out, c_in, *kernel)
     b = double(c_out)
-    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding, algorithm), (x, w, b))
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm), (x, w, b))
     expected = F.conv2d(x, w, b, stride=stride, padding=padding)
-    assert torch.allclose(autograd.conv2d(x, w, b, stride, padding, algorithm), expected)
+    assert torch.allclose(autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm), expected)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_conv2d_without_bias_and_unbatched_input(algorithm):
     x, w = double(3, 6, 6), double(2, 3, 3, 3)
-    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1, algorithm), (x, w))
+    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1, algorithm=algorithm), (x, w))
     assert autograd.conv2d(x, w, padding=1, algorithm=algorithm).shape == (2, 6, 6)
 
 
@@ -149,7 +149,7 @@ def test_chunked_float32_layer_matches_kept_rows(monkeypatch):
 def test_conv2d_first_layer_skips_input_grad(algorithm):
     x = torch.randn(2, 1, 8, 8)  # no requires_grad: like a network's input
     w = torch.randn(3, 1, 3, 3, requires_grad=True)
-    autograd.conv2d(x, w, None, 1, 1, algorithm).sum().backward()
+    autograd.conv2d(x, w, None, 1, 1, algorithm=algorithm).sum().backward()
     assert x.grad is None and w.grad is not None
 
 

@@ -109,10 +109,11 @@ def matmuls_alone(layer, x: torch.Tensor, needs_input_grad: bool):
     each chunk's operands already in cache. Unfold, fold and every copy are left out, so this
     is the least time the layer can take with this machine's matmul (MKL on CPU)."""
     c_out, c_in, kh, kw = layer.weight.shape
-    h_out, w_out = autograd.output_size(x, layer.weight, layer.stride, layer.padding)
+    geometry = layer.geometry(x)
+    h_out, w_out = autograd.output_size(x, layer.weight, geometry)
     k = kh * kw * c_in
     chunk = autograd.images_per_chunk(x.shape[0], h_out * w_out * k * x.element_size())
-    rows = autograd.unfold_rows(x[:chunk], (kh, kw), layer.stride, layer.padding, (h_out, w_out))
+    rows = autograd.unfold_rows(x[:chunk], (kh, kw), geometry, (h_out, w_out))[0]  # one group
     weight = layer.weight.detach().permute(0, 2, 3, 1).reshape(c_out, k)
     bias = layer.bias.detach()
     grad_out = torch.rand(rows.shape[0], c_out, device=x.device)

@@ -41,12 +41,12 @@ def conv_examples(config: CountParamsConfig, reporter: Reporter) -> list[dict]:
     examples = []
     for i, e in enumerate(config.conv_examples):
         shape = conv_shape(e.out_channels, e.height, e.width, tuple(e.kernel_size), (e.stride, e.stride),
-                           (e.padding, e.padding), f"conv_examples[{i}]")
+                           (e.padding, e.padding), f"conv_examples[{i}]", (e.dilation, e.dilation))
         examples.append({**vars(e), "output_shape": shape, "parameters": e.out_channels * (e.in_channels * e.kernel_size[0] * e.kernel_size[1] + 1)})
-    reporter.table("Convolution output sizes: floor((in + 2p - k) / s) + 1",
-                ["input (c x h x w)", "kernel", "stride", "padding", "output (c x h x w)"],
+    reporter.table("Convolution output sizes: floor((in + 2p - d(k - 1) - 1) / s) + 1",
+                ["input (c x h x w)", "kernel", "stride", "padding", "dilation", "output (c x h x w)"],
                 [[f"{e['in_channels']} x {e['height']} x {e['width']}", "x".join(map(str, e["kernel_size"])), e["stride"],
-                  e["padding"], " x ".join(map(str, e["output_shape"]))] for e in examples])
+                  e["padding"], e["dilation"], " x ".join(map(str, e["output_shape"]))] for e in examples])
     return examples
 
 

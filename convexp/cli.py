@@ -12,12 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-try:  # recent typer carries its own copy of click
-    from typer._click.exceptions import ClickException
-except ImportError:  # older typer runs on click itself
-    from click.exceptions import ClickException
+from typer import TyperException
 
-from convexp.errors import ConvexpError
 from convexp.memory import keep_freed_memory
 
 app = typer.Typer(
@@ -36,39 +32,76 @@ NameOpt = Annotated[Optional[str], typer.Option(help="Suffix for the run folder'
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")]
 
 
-def run_command(command: str, config: Path | None, overrides, device, seed, out, name, quiet) -> None:
-    from convexp.lifecycle import RunOptions, start
+def options(config, set_, device, seed, out, name, quiet):
+    """The options every experiment command shares, as lifecycle.RunOptions."""
+    from convexp.lifecycle import RunOptions
 
-    if config is None:
-        default = Path("configs") / f"{command}.yaml"
-        config = default if default.is_file() else None
-    start(command, RunOptions(config, list(overrides or []), device, seed, out, name, quiet))
+    return RunOptions(config, list(set_ or []), device, seed, out, name, quiet)
 
 
-EXPERIMENT_HELP = {
-    "train-mnist": "Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model.",
-    "sweep-batch": "Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves.",
-    "augment": "Train with per-sample augmentations (question 9): train/val/test curves, preview grid.",
-    "varres-resize": "mnist-varres resized to 28x28 into MNISTConvNet (questions 12, 13, 17).",
-    "varres-pool": "Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17).",
-    "bench": "Time hand-written vs native conv (layers, training step, GFLOP/s) and the training loop.",
-}
+# One command per experiment: lifecycle.start loads the experiment module's typed `Config` from
+# configs/<command>.yaml and calls its `run(config, run, device, reporter)` inside lifecycle.open_run,
+# which owns the run folder and its status.
 
 
-def add_experiment_command(command: str, help_text: str) -> None:
-    """Every experiment subcommand takes the same options and hands them to lifecycle.start."""
+@app.command("train-mnist")
+def train_mnist(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+    """Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model."""
+    from convexp.experiments import train_mnist as experiment
+    from convexp.lifecycle import start
 
-    def command_function(
-        config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-        out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
-    ) -> None:
-        run_command(command, config, set_, device, seed, out, name, quiet)
-
-    app.command(command, help=help_text)(command_function)
+    start(experiment, options(config, set_, device, seed, out, name, quiet))
 
 
-for _command, _help in EXPERIMENT_HELP.items():
-    add_experiment_command(_command, _help)
+@app.command("sweep-batch")
+def sweep_batch(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+    """Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves."""
+    from convexp.experiments import sweep_batch as experiment
+    from convexp.lifecycle import start
+
+    start(experiment, options(config, set_, device, seed, out, name, quiet))
+
+
+@app.command("augment")
+def augment(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+            out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+    """Train with per-sample augmentations (question 9): train/val/test curves, preview grid."""
+    from convexp.experiments import augment as experiment
+    from convexp.lifecycle import start
+
+    start(experiment, options(config, set_, device, seed, out, name, quiet))
+
+
+@app.command("varres-resize")
+def varres_resize(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+                  out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+    """mnist-varres resized to 28x28 into MNISTConvNet (questions 12, 13, 17)."""
+    from convexp.experiments import varres_resize as experiment
+    from convexp.lifecycle import start
+
+    start(experiment, options(config, set_, device, seed, out, name, quiet))
+
+
+@app.command("varres-pool")
+def varres_pool(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+    """Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17)."""
+    from convexp.experiments import varres_pool as experiment
+    from convexp.lifecycle import start
+
+    start(experiment, options(config, set_, device, seed, out, name, quiet))
+
+
+@app.command("bench")
+def bench(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+          out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+    """Time hand-written vs native conv (layers, training step, GFLOP/s) and the training loop."""
+    from convexp.experiments import bench as experiment
+    from convexp.lifecycle import start
+
+    start(experiment, options(config, set_, device, seed, out, name, quiet))
 
 
 @app.command("count-params")
@@ -79,8 +112,16 @@ def count_params(
     out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
 ) -> None:
     """Parameters and output shape per layer (questions 10, 15); --match searches N."""
-    overrides = list(set_ or []) + ([f"channels={channels}"] if channels is not None else []) + (["match=true"] if match else [])
-    run_command("count-params", config, overrides, None, None, out, name, quiet)
+    import dataclasses
+
+    from convexp.experiments import count_params as experiment
+    from convexp.lifecycle import start
+
+    def with_options(loaded):  # the options laid over the config as values
+        changes = ({"channels": channels} if channels is not None else {}) | ({"match": True} if match else {})
+        return dataclasses.replace(loaded, **changes)
+
+    start(experiment, options(config, set_, None, None, out, name, quiet), with_options)
 
 
 @app.command("make-varres")
@@ -104,8 +145,15 @@ def reproduce(
     out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
 ) -> None:
     """Run the whole study (every experiment, several seeds) into one parent run folder."""
-    overrides = list(set_ or []) + (["fast_dev_run=true"] if fast_dev_run else [])
-    run_command("reproduce", config, overrides, device, None, out, name, quiet)
+    import dataclasses
+
+    from convexp.experiments import reproduce as experiment
+    from convexp.lifecycle import start
+
+    def with_options(loaded):
+        return dataclasses.replace(loaded, fast_dev_run=True) if fast_dev_run else loaded
+
+    start(experiment, options(config, set_, device, None, out, name, quiet), with_options)
 
 
 @app.command()
@@ -149,18 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Outside standalone mode typer turns Ctrl-C into a returned exit code (130).
         code = app(args=args, prog_name="convexp", standalone_mode=False)
-    except ConvexpError as exc:
+    except TyperException as exc:  # ConvexpError (bad input) and Typer's usage errors (unknown option, ...)
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ClickException as exc:  # unknown option, bad option value, missing argument
-        if debug:
-            raise
-        ctx = getattr(exc, "ctx", None)
-        command = ctx.command_path if ctx is not None else "convexp"
-        print(f"error: {exc.format_message()} (see '{command} --help')", file=sys.stderr)
-        return 2
+        ctx = getattr(exc, "ctx", None)  # usage errors know their command: point at its --help
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):

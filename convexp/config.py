@@ -20,6 +20,34 @@ import yaml
 from convexp.errors import ConvexpError
 
 # ---------------------------------------------------------------------------------------------
+# Checks each section runs on itself (__post_init__), beside its fields. A section does not know
+# where it sits in the config, so it raises Invalid with its own field name, and from_dict
+# turns that into a ConvexpError naming the full key ('train.epochs', 'sweep.batch_sizes[1]').
+
+
+class Invalid(ConvexpError):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message.replace("{key}", field_name))
+        self.field_name, self.template = field_name, message  # in the template '{key}' stands for the full key
+
+
+
+def require_positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise Invalid(key, f"config key '{{key}}' must be greater than 0; got {value}")
+
+
+def require_positive_items(key: str, values: list) -> None:
+    for i, value in enumerate(values):
+        require_positive(f"{key}[{i}]", value)
+
+
+def require_items(key: str, values: list, example: str) -> None:
+    if not values:
+        raise Invalid(key, f"{{key}} is empty: list at least one {example}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Sections shared by several experiments.
 
 
@@ -33,6 +61,10 @@ class MnistData:
     val_split: float = 10000
     normalize: bool = False
 
+    def __post_init__(self):
+        if not self.val_split > 0:
+            raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
+
 
 @dataclass
 class VarresData:
@@ -43,6 +75,12 @@ class VarresData:
     val_fraction: float = 0.2
     split_seed: int = 0
     resolutions: list[int] = field(default_factory=lambda: [32, 48, 64])
+
+    def __post_init__(self):
+        if not 0 < self.val_fraction < 1:
+            raise Invalid("val_fraction", f"{{key}} must be between 0 and 1; got {self.val_fraction}")
+        if not self.resolutions or min(self.resolutions) < 8:
+            raise Invalid("resolutions", f"{{key}} must list sizes of at least 8 px (three 2x2 pools); got {self.resolutions}")
 
 
 @dataclass
@@ -63,11 +101,22 @@ class Train:
     # CUDA only: torch.use_deterministic_algorithms(True); CPU runs are deterministic anyway.
     deterministic: bool = False
 
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every"):
+            require_positive(key, getattr(self, key))
+        if self.max_batches < 0:
+            raise Invalid("max_batches", f"config key '{{key}}' must be 0 (all) or more; got {self.max_batches}")
+
 
 @dataclass
 class Sweep:
     batch_sizes: list[int] = field(default_factory=lambda: [16, 32, 64])
     seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self):
+        require_items("batch_sizes", self.batch_sizes, "batch size, e.g. [16, 32, 64]")
+        require_positive_items("batch_sizes", self.batch_sizes)
+        require_items("seeds", self.seeds, "seed, e.g. [0, 1, 2]")
 
 
 @dataclass
@@ -79,12 +128,24 @@ class Augment:
     preview_digits: int = 8
     preview_draws: int = 6
 
+    def __post_init__(self):
+        from convexp.augment import build_pipeline
+
+        build_pipeline(self.transforms)  # raises ConvexpError naming a bad transform
+        require_positive("preview_digits", self.preview_digits)
+        require_positive("preview_draws", self.preview_draws)
+
 
 @dataclass
 class VarresModel:
     conv: Literal["native", "unfold", "unfold-reference"] = "native"
     channels: int = 81  # N: output channels of the last conv = width of the global pool
     pooling: list[Literal["max", "mean"]] = field(default_factory=lambda: ["max", "mean"])
+
+    def __post_init__(self):
+        if self.channels < 1:
+            raise Invalid("channels", f"{{key}} (N) must be at least 1; got {self.channels}")
+        require_items("pooling", self.pooling, "of max, mean")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +189,9 @@ class VarresPoolConfig:
     model: VarresModel = field(default_factory=VarresModel)
     train: Train = field(default_factory=Train)
 
+    def __post_init__(self):
+        require_items("seeds", self.seeds, "seed, e.g. [0, 1, 2]")
+
 
 @dataclass
 class ConvExample:
@@ -142,6 +206,13 @@ class ConvExample:
     height: int = 768
     width: int = 1024
 
+    def __post_init__(self):
+        for key in ("stride", "dilation"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, f"{{key}} must be at least 1; got {getattr(self, key)}")
+        if len(self.kernel_size) != 2 or min(self.kernel_size) < 1:
+            raise Invalid("kernel_size", f"{{key}} must be [height, width] >= 1; got {self.kernel_size}")
+
 
 @dataclass
 class CountParamsConfig:
@@ -154,6 +225,12 @@ class CountParamsConfig:
     match: bool = False  # search N whose parameter count is closest to MNISTConvNet's
     match_max_channels: int = 512
     conv_examples: list[ConvExample] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.channels < 1:
+            raise Invalid("channels", f"{{key}} (N) must be at least 1; got {self.channels}")
+        require_positive_items("input_sizes", self.input_sizes)
+        require_positive("match_max_channels", self.match_max_channels)
 
 
 @dataclass
@@ -169,6 +246,14 @@ class BenchConfig:
     loop_batch_size: int = 16
     loop_repeats: int = 3
 
+    def __post_init__(self):
+        for key in ("convs", "batch_sizes", "threads"):
+            require_items(key, getattr(self, key), "value")
+        require_positive_items("batch_sizes", self.batch_sizes)
+        require_positive_items("threads", self.threads)
+        for key in ("min_run_time", "rounds", "loop_digits", "loop_batch_size", "loop_repeats"):
+            require_positive(key, getattr(self, key))
+
 
 @dataclass
 class FinalComparison:
@@ -176,6 +261,10 @@ class FinalComparison:
 
     epochs: int = 15
     lr: float = 0.0009
+
+    def __post_init__(self):
+        require_positive("epochs", self.epochs)
+        require_positive("lr", self.lr)
 
 
 @dataclass
@@ -194,6 +283,13 @@ class ReproduceConfig:
     configs_dir: str = "configs"  # each step starts from its own configs/<command>.yaml
     fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
 
+    def __post_init__(self):
+        require_items("seeds", self.seeds, "seed, e.g. [0, 1, 2]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise Invalid("seeds", f"{{key}} {self.seeds} lists a seed twice: each seed once, e.g. [0, 1, 2]")
+        if not self.val_split > 0:
+            raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading.
@@ -206,9 +302,7 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -
         raw = read_yaml_mapping(Path(path))
     for override in overrides:
         apply_override(raw, override)
-    config = from_dict(cls, raw, prefix="")
-    check_values(config)
-    return resolve_data_roots(config)
+    return resolve_data_roots(from_dict(cls, raw, prefix=""))
 
 
 def resolve_data_roots(config: Any) -> Any:
@@ -282,7 +376,10 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise ConvexpError(f"unknown config key '{prefix}{key}'{hint}")
     values = {name: coerce(hints[name], raw[name], f"{prefix}{name}") for name in names if name in raw}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except Invalid as exc:  # the section's own check, named by its full key
+        raise ConvexpError(exc.template.replace("{key}", f"{prefix}{exc.field_name}")) from None
 
 
 def coerce(hint: Any, value: Any, key: str) -> Any:
@@ -360,91 +457,6 @@ def type_name(hint: Any) -> str:
 
 def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
     return ConvexpError(f"config key '{key}' must be {type_name(hint)}; got {value!r} ({type(value).__name__})")
-
-
-# ---------------------------------------------------------------------------------------------
-# Value checks that types cannot express.
-
-
-def check_values(config: Any) -> None:
-    if isinstance(config, ReproduceConfig):
-        if not config.seeds:
-            raise ConvexpError("seeds is empty: list at least one seed, e.g. [0, 1, 2]")
-        if len(set(config.seeds)) != len(config.seeds):
-            raise ConvexpError(f"seeds {config.seeds} lists a seed twice: each seed once, e.g. [0, 1, 2]")
-        if not config.val_split > 0:
-            raise ConvexpError(f"val_split must be a fraction in (0, 1) or a count >= 1; got {config.val_split}")
-        require_positive("final.epochs", config.final.epochs)
-        require_positive("final.lr", config.final.lr)
-        return
-    if isinstance(config, BenchConfig):
-        for key in ("convs", "batch_sizes", "threads"):
-            if not getattr(config, key):
-                raise ConvexpError(f"{key} is empty: list at least one value")
-        for key in ("batch_sizes", "threads"):
-            for i, value in enumerate(getattr(config, key)):
-                require_positive(f"{key}[{i}]", value)
-        for key in ("min_run_time", "rounds", "loop_digits", "loop_batch_size", "loop_repeats"):
-            require_positive(key, getattr(config, key))
-        return
-    if isinstance(config, CountParamsConfig):
-        if config.channels < 1:
-            raise ConvexpError(f"channels (N) must be at least 1; got {config.channels}")
-        for i, size in enumerate(config.input_sizes):
-            require_positive(f"input_sizes[{i}]", size)
-        require_positive("match_max_channels", config.match_max_channels)
-        for i, example in enumerate(config.conv_examples):
-            if example.stride < 1:
-                raise ConvexpError(f"conv_examples[{i}].stride must be at least 1; got {example.stride}")
-            if example.dilation < 1:
-                raise ConvexpError(f"conv_examples[{i}].dilation must be at least 1; got {example.dilation}")
-            if len(example.kernel_size) != 2 or min(example.kernel_size) < 1:
-                raise ConvexpError(f"conv_examples[{i}].kernel_size must be [height, width] >= 1; got {example.kernel_size}")
-        return
-    train = getattr(config, "train", None)
-    if train is not None:
-        require_positive("train.epochs", train.epochs)
-        require_positive("train.batch_size", train.batch_size)
-        require_positive("train.lr", train.lr)
-        require_positive("train.eval_batch_size", train.eval_batch_size)
-        require_positive("train.checkpoint_every", train.checkpoint_every)
-        if train.max_batches < 0:
-            raise ConvexpError(f"config key 'train.max_batches' must be 0 (all) or more; got {train.max_batches}")
-    data = config.data
-    if isinstance(data, MnistData) and not data.val_split > 0:
-        raise ConvexpError(f"data.val_split must be a fraction in (0, 1) or a count >= 1; got {data.val_split}")
-    if isinstance(data, VarresData):
-        if not 0 < data.val_fraction < 1:
-            raise ConvexpError(f"data.val_fraction must be between 0 and 1; got {data.val_fraction}")
-        if not data.resolutions or min(data.resolutions) < 8:
-            raise ConvexpError(f"data.resolutions must list sizes of at least 8 px (three 2x2 pools); got {data.resolutions}")
-    if isinstance(config.model, VarresModel):
-        if config.model.channels < 1:
-            raise ConvexpError(f"model.channels (N) must be at least 1; got {config.model.channels}")
-        if not config.model.pooling:
-            raise ConvexpError("model.pooling is empty: list at least one of max, mean")
-        if not config.seeds:
-            raise ConvexpError("seeds is empty: list at least one seed, e.g. [0, 1, 2]")
-    augment = getattr(config, "augment", None)
-    if augment is not None:
-        from convexp.augment import build_pipeline
-
-        build_pipeline(augment.transforms)  # raises ConvexpError naming a bad transform
-        require_positive("augment.preview_digits", augment.preview_digits)
-        require_positive("augment.preview_draws", augment.preview_draws)
-    sweep = getattr(config, "sweep", None)
-    if sweep is not None:
-        if not sweep.batch_sizes:
-            raise ConvexpError("sweep.batch_sizes is empty: list at least one batch size, e.g. [16, 32, 64]")
-        for i, size in enumerate(sweep.batch_sizes):
-            require_positive(f"sweep.batch_sizes[{i}]", size)
-        if not sweep.seeds:
-            raise ConvexpError("sweep.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
-
-
-def require_positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConvexpError(f"config key '{key}' must be greater than 0; got {value}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

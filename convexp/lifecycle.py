@@ -1,29 +1,33 @@
-"""Start, run and close an experiment's run folder; resume an interrupted one.
+"""A run's life, owned in one place: `open_run` starts it, routes Ctrl-C, and ends it honestly.
 
-Whatever happens inside an experiment, summary.json ends with an honest status: completed,
-failed (with the error), or interrupted (Ctrl-C / SIGTERM, resumable with `convexp resume`).
+Whatever happens inside, summary.json ends with one status, set here and nowhere else:
+completed, failed (with the error), or interrupted (Ctrl-C / SIGTERM, resumable with
+`convexp resume`). Studies open their child runs through the same manager.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from convexp.config import dump_yaml, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
-from convexp.experiments import EXPERIMENTS, Experiment
 from convexp.runs import RunFolder, environment, now
 
 
 @dataclass
 class RunOptions:
+    """What every experiment command takes besides its config's keys."""
+
     config_path: Path | None = None
     overrides: list[str] = field(default_factory=list)
     device: str | None = None
@@ -31,6 +35,16 @@ class RunOptions:
     out: Path = Path("runs")
     name: str | None = None
     quiet: bool = False
+
+
+def experiment_module(command: str) -> ModuleType:
+    """convexp/experiments/<command>.py: its `Config` class and `run(config, run, device, reporter)`."""
+    return importlib.import_module(f"convexp.experiments.{command.replace('-', '_')}")
+
+
+def command_name(experiment: ModuleType) -> str:
+    """convexp.experiments.train_mnist -> train-mnist"""
+    return experiment.__name__.rsplit(".", 1)[1].replace("_", "-")
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -48,62 +62,81 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def load_experiment_config(experiment: Experiment, options: RunOptions):
+def load_experiment_config(command: str, config_class: type, options: RunOptions):
+    path = options.config_path
+    if path is None:
+        path = Path("configs") / f"{command}.yaml"
+        if not path.is_file():  # never fall back to built-in defaults without a word
+            raise ConvexpError(f"{path} not found: run convexp from the project folder (it holds configs/), "
+                               "or pass --config FILE")
     overrides = list(options.overrides)
     if options.device is not None:
         overrides.append(f"device={options.device}")
     if options.seed is not None:
         overrides.append(f"seed={options.seed}")
-    return load_config(experiment.config_class, options.config_path, overrides)
+    return load_config(config_class, path, overrides)
 
 
-def start(command: str, options: RunOptions) -> RunFolder:
-    """Load and check the config, then create the run folder and run the experiment in it."""
-    experiment = EXPERIMENTS[command]
-    config = load_experiment_config(experiment, options)
+def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None = None) -> RunFolder:
+    """Load and check the experiment's config (then `adjust` it: options composed as values),
+    create the run folder, and call the experiment's run() in it."""
+    command = command_name(experiment)
+    config = load_experiment_config(command, experiment.Config, options)
+    if adjust is not None:
+        config = adjust(config)
     device = resolve_device(config.device)
     run = RunFolder.create(options.out, command, options.name)
-    open_run(run, command, config, device, options.name)
-    execute(experiment, config, run, device, Reporter(quiet=options.quiet))
+    reporter = Reporter(quiet=options.quiet)
+    with open_run(run, command, config, device, reporter, name=options.name):
+        run.update_summary(**(experiment.run(config, run, device, reporter) or {}))
     return run
-
-
-def open_run(run: RunFolder, command: str, config, device: torch.device, name: str | None = None) -> None:
-    """Write what a new run folder starts with: the resolved config and a `running` summary."""
-    run.write_text("config.yaml", dump_yaml(config))
-    run.write_json(
-        "summary.json",
-        {"command": command, "name": name, "status": "running", "started_at": now(),
-         "seed": config.seed, "device": str(device), **environment()},
-    )
 
 
 def resume(run_dir: Path, quiet: bool = False) -> RunFolder:
     run = RunFolder(run_dir)
     summary = run.read_summary() if run.path.is_dir() else {}
+    if summary.get("child_of"):
+        parent = run.path.parent
+        raise ConvexpError(f"{run_dir} is one run of the study {parent}: resume the study, `convexp resume {parent}`")
     command = summary.get("command")
-    if command not in EXPERIMENTS or not (run.path / "config.yaml").is_file():
+    if not command or not (run.path / "config.yaml").is_file():
         raise ConvexpError(f"{run_dir} is not a convexp run folder (no summary.json and config.yaml): pass a folder under runs/")
     if summary.get("status") == "completed":
         raise ConvexpError(f"{run_dir} already completed: nothing to resume; start a new run instead")
-    experiment = EXPERIMENTS[command]
-    config = load_config(experiment.config_class, run.path / "config.yaml")
+    experiment = experiment_module(command)
+    config = load_config(experiment.Config, run.path / "config.yaml")
     device = resolve_device(config.device)
-    run.update_summary(status="running", resumed_at=now(), device=str(device))
     reporter = Reporter(quiet=quiet)
     reporter.line(f"resuming {command} in {run.path}")
-    execute(experiment, config, run, device, reporter)
+    with open_run(run, command, config, device, reporter):
+        run.update_summary(**(experiment.run(config, run, device, reporter) or {}))
     return run
 
 
-def execute(experiment: Experiment, config, run: RunFolder, device: torch.device, reporter: Reporter) -> None:
+@contextlib.contextmanager
+def open_run(run: RunFolder, command: str, config, device: torch.device, reporter: Reporter, name: str | None = None,
+             parent: RunFolder | None = None, **fields) -> Iterator[RunFolder]:
+    """The one owner of a run's status, for a new run folder, a resumed one, or a study's child.
+
+    On entry: a new folder gets its config.yaml and a `running` summary (with `fields`); one met
+    again (resume) is set `running`. Inside: log.txt gets every reporter line, and Ctrl-C and
+    SIGTERM raise KeyboardInterrupt. On exit the status is set once, and exceptions go on up.
+    """
+    if (run.path / "summary.json").is_file():
+        run.update_summary(status="running", resumed_at=now(), device=str(device), **fields)
+    else:
+        run.write_text("config.yaml", dump_yaml(config))
+        run.write_json("summary.json", {
+            "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,
+            "device": str(device), **({"child_of": parent.path.name} if parent else {}), **fields, **environment()})
     configure_device(device, getattr(getattr(config, "train", None), "deterministic", False))
     with reporter.logging_to(run), interrupts_as_keyboard_interrupt():
         try:
-            headline = experiment.run(config, run, device, reporter) or {}
+            yield run
         except KeyboardInterrupt:
             run.update_summary(status="interrupted", finished_at=now())
-            reporter.line(f"interrupted: continue with `convexp resume {run.path}`")
+            if parent is None:
+                reporter.line(f"interrupted: continue with `convexp resume {run.path}`")
             raise
         except ConvexpError as exc:
             run.update_summary(status="failed", error=str(exc), finished_at=now())
@@ -112,8 +145,9 @@ def execute(experiment: Experiment, config, run: RunFolder, device: torch.device
         except BaseException as exc:
             run.update_summary(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now())
             raise
-    run.update_summary(status="completed", finished_at=now(), **headline)
-    reporter.line(f"run folder: {run.path}")
+    run.update_summary(status="completed", finished_at=now())
+    if parent is None:
+        reporter.line(f"run folder: {run.path}")
 
 
 @contextlib.contextmanager

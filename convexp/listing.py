@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from convexp.errors import ConvexpError
+from convexp.runs import read_summary
 
 
 def key_metric(summary: dict) -> str:
@@ -38,8 +40,8 @@ def list_runs(out: Path) -> list[list[str]]:
     rows = []
     for path in sorted(out.glob("*/summary.json")):
         try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            summary = read_summary(path.parent)
+        except ConvexpError:
             rows.append([path.parent.name, "?", "unreadable summary.json", "-", "-", "-"])
             continue
         rows.append([path.parent.name, summary.get("command", "?"), summary.get("status", "?"),

@@ -13,36 +13,37 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 if TYPE_CHECKING:
     import torch
 
-    from convexp.train import History
-
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 
 def save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The figure as a PNG, written atomically like every run file: a kill never leaves half a PNG."""
+    import io
+
+    from convexp.runs import write_atomic
+
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)  # a killed run never leaves half a PNG under the real name
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return write_atomic(path, buffer.getvalue())
 
 
-def training_curves(history: History, plots_dir: Path) -> None:
-    """loss.png and accuracy.png per epoch (each split present), batch_loss.png (first epoch)."""
-    epochs = [int(row["epoch"]) for row in history.rows]
+def training_curves(rows: list[dict], first_epoch_losses: list[float], plots_dir: Path) -> None:
+    """loss.png and accuracy.png per epoch (rows: metrics.csv's), batch_loss.png (first epoch)."""
+    epochs = [int(row["epoch"]) for row in rows]
     for metric, ylabel in (("loss", "cross-entropy loss"), ("accuracy", "accuracy")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for split, colour in SPLIT_COLOURS.items():
             key = f"{split}_{metric}"
-            if key in history.rows[0]:
-                ax.plot(epochs, [row[key] for row in history.rows], marker="o", color=colour, label=split)
+            if key in rows[0]:
+                ax.plot(epochs, [row[key] for row in rows], marker="o", color=colour, label=split)
         ax.set(xlabel="epoch", ylabel=ylabel, title=f"{metric.capitalize()} per epoch")
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend()
         save(fig, plots_dir / f"{metric}.png")
-    batch_loss(history.batch_losses[0], plots_dir / "batch_loss.png")
+    batch_loss(first_epoch_losses, plots_dir / "batch_loss.png")
 
 
 def batch_loss(losses: list[float], path: Path) -> None:

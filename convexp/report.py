@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from convexp.errors import ConvexpError
+from convexp.runs import read_summary
 from convexp.stats import Spread
 from convexp.verdicts import compare
 
@@ -77,12 +78,12 @@ def collect(run_dirs: list[Path]) -> list[RunInfo]:
 
 
 def read_run(path: Path) -> RunInfo:
-    summary_file = path / "summary.json"
-    if not summary_file.is_file():
+    summary = read_summary(path)
+    if not summary:
         raise ConvexpError(f"{path} is not a convexp run folder (no summary.json): pass folders under runs/")
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    return RunInfo(path, json.loads(summary_file.read_text()), config or {})
+    return RunInfo(path, summary, config if isinstance(config, dict) else {})
 
 
 def by_question(runs: list[RunInfo]) -> dict[str, list[RunInfo]]:
@@ -475,7 +476,7 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
     sections = build(runs, target / "report-plots")
     from convexp.runs import RunFolder
 
-    folder = RunFolder(target)
+    folder = RunFolder(target)  # its atomic writers
     folder.write_text("report.md", render_markdown(sections, target, run_dirs))
     folder.write_text("report.html", render_html(sections, run_dirs))
     return target

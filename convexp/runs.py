@@ -59,19 +59,7 @@ class RunFolder:
     # -- atomic writes ----------------------------------------------------------------------
 
     def write_bytes(self, relative: str, data: bytes) -> Path:
-        target = self.path / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(self.path / relative, data)
 
     def write_text(self, relative: str, text: str) -> Path:
         return self.write_bytes(relative, text.encode())
@@ -103,8 +91,7 @@ class RunFolder:
         return json.loads((self.path / relative).read_text())
 
     def read_summary(self) -> dict[str, Any]:
-        path = self.path / "summary.json"
-        return self.read_json("summary.json") if path.is_file() else {}
+        return read_summary(self.path)
 
     def update_summary(self, **fields: Any) -> dict[str, Any]:
         summary = self.read_summary()
@@ -115,6 +102,42 @@ class RunFolder:
     @property
     def status(self) -> str | None:
         return self.read_summary().get("status")
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """A run folder's summary.json ({} when there is none); the one reader of it."""
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConvexpError(f"{path} cannot be read ({type(exc).__name__}): the run folder is damaged; "
+                           "restore the file or delete the folder") from None
+    if not isinstance(summary, dict):
+        raise ConvexpError(f"{path} is not a JSON object: the run folder is damaged; restore the file or delete the folder")
+    return summary
+
+
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once: os.umask can only be read by setting it
+
+
+def write_atomic(target: Path, data: bytes) -> Path:
+    """Write to a temporary name beside `target`, fsync, rename: never half a file under the real name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~UMASK)  # readable like any file the user writes, not mkstemp's 0600
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def environment() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import statistics
 from dataclasses import dataclass
 
 
@@ -10,11 +10,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample (n - 1) standard deviation; the std of a single value is 0."""
     if not values:
         raise ValueError("mean_std of no values")
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance)
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def mean_std_per_epoch(runs: list[list[float]]) -> tuple[list[float], list[float]]:
@@ -26,10 +22,10 @@ def mean_std_per_epoch(runs: list[list[float]]) -> tuple[list[float], list[float
 
 def confusion_matrix(labels: list[int], predictions: list[int], classes: int = 10) -> list[list[int]]:
     """matrix[true][predicted] = count; row t sums to the number of examples of class t."""
-    matrix = [[0] * classes for _ in range(classes)]
-    for true, predicted in zip(labels, predictions):
-        matrix[true][predicted] += 1
-    return matrix
+    import torch
+
+    pairs = classes * torch.as_tensor(labels, dtype=torch.long) + torch.as_tensor(predictions, dtype=torch.long)
+    return torch.bincount(pairs, minlength=classes * classes).view(classes, classes).tolist()
 
 
 def accuracy(labels: list[int], predictions: list[int]) -> float:

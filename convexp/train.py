@@ -4,6 +4,7 @@ A "training unit" is one model trained on one set of splits into one run folder.
 metrics.csv, batches.csv and a checkpoint after each epoch, and on completion model.pt, plots
 and the final numbers in summary.json. Called on a folder that already holds a checkpoint, it
 carries on from the last completed epoch; on a completed folder it only reads the results back.
+It never sets the run's status: that is lifecycle.open_run's, around it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from convexp.console import Reporter
 from convexp.data import Split, Splits
 from convexp.errors import ConvexpError
 from convexp.models import count_parameters
-from convexp.runs import RunFolder, now
+from convexp.runs import RunFolder
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 CHECKPOINT = "checkpoint.pt"
@@ -197,8 +198,7 @@ def train_unit(
     if (run.path / CHECKPOINT).is_file():
         start_epoch = load_checkpoint(run, model, optimizer, generators, history)
         reporter.line(f"{label}resuming after epoch {start_epoch} of {cfg.epochs}")
-    run.update_summary(status="running", seed=seed, device=str(device), parameters=count_parameters(model),
-                       data=splits.record())
+    run.update_summary(seed=seed, device=str(device), parameters=count_parameters(model), data=splits.record())
     snapshot = None
     prefix = f"{label}epoch"
     n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
@@ -225,11 +225,7 @@ def train_unit(
     except KeyboardInterrupt:
         if snapshot is not None:  # the last completed epoch, so resume repeats no work
             run.save_torch(CHECKPOINT, snapshot)
-        run.update_summary(status="interrupted", finished_at=now())
-        raise
-    except ConvexpError as exc:
-        run.update_summary(status="failed", error=str(exc), finished_at=now())
-        raise
+        raise  # the run's status is lifecycle.open_run's to set
     return finish(run, model, splits, cfg, history)
 
 
@@ -294,12 +290,10 @@ def write_progress(run: RunFolder, history: History) -> None:
 def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history: History) -> TrainResult:
     test = evaluate(model, splits.test, cfg.eval_batch_size)
     run.save_torch("model.pt", model.state_dict())
-    plots.training_curves(history, run.plots)
+    plots.training_curves(history.rows, history.batch_losses[0], run.plots)
     best = history.best()
     last = history.rows[-1]
     summary = run.update_summary(
-        status="completed",
-        finished_at=now(),
         epochs=len(history.rows),
         final={k: v for k, v in last.items() if k != "epoch"},
         best_val_accuracy=best["val_accuracy"],

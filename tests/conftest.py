@@ -52,6 +52,25 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     )
 
 
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """`convexp ARGS` in this process, through cli.main: what run_cli does, without starting Python
+    and importing torch again (1.5 s a call). For error cases and quick commands."""
+    import contextlib
+    import io
+
+    from convexp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["convexp", *args], code, out.getvalue(), err.getvalue())
+
+
 def write_pngs(root, sizes_per_digit, corrupt=None):
     """A tiny synthetic varres folder: for each split, digit d gets one image per listed size."""
     from PIL import Image

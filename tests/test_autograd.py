@@ -56,33 +56,44 @@ def test_expand_gradcheck_sums_rows():
     assert torch.allclose(x.grad, grad_y @ torch.ones(16, dtype=torch.float64))
 
 
-# The grid asked for: stride 1 and 2, padding 0/1/2, kernels 3x3, 5x5, 3x5; channels and
-# batch sizes cycle through 1..8 and 1..4 so every value appears without a full product.
+# The grid asked for: stride 1 and 2, padding 0/1/2, kernels 3x3, 5x5, 3x5. gradcheck runs it in
+# float64 on small shapes (its cost grows with inputs x outputs); the wide shapes (channels
+# 1..8, batch 1..4) are checked against F.conv2d in float32, forward and every gradient.
+GEOMETRY_GRID = list(itertools.product((1, 2), (0, 1, 2), ((3, 3), (5, 5), (3, 5))))
 CHANNELS_BATCH = [(1, 2, 1), (3, 4, 2), (8, 5, 4), (2, 8, 3), (5, 1, 1), (4, 6, 2)]
-CONV_GRID = [
-    (stride, padding, kernel, *CHANNELS_BATCH[i % len(CHANNELS_BATCH)])
-    for i, (stride, padding, kernel) in enumerate(itertools.product((1, 2), (0, 1, 2), ((3, 3), (5, 5), (3, 5))))
-]
+WIDE_GRID = [(*geometry, *CHANNELS_BATCH[i % len(CHANNELS_BATCH)]) for i, geometry in enumerate(GEOMETRY_GRID)]
 
 
 ALGORITHMS = ["rows", "reference"]  # the fast layout and the report's F.unfold/F.fold layout
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("stride,padding,kernel,c_in,c_out,batch", CONV_GRID)
-def test_conv2d_gradcheck_grid(stride, padding, kernel, c_in, c_out, batch, algorithm):
-    x = double(batch, c_in, 7, 8)
-    w = double(c_out, c_in, *kernel)
-    b = double(c_out)
-    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm), (x, w, b))
+@pytest.mark.parametrize("stride,padding,kernel", GEOMETRY_GRID)
+def test_conv2d_gradcheck_grid(stride, padding, kernel, algorithm):
+    x, w, b = double(2, 2, 7, 8), double(3, 2, *kernel), double(3)
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm), (x, w, b),
+                     fast_mode=True)
     expected = F.conv2d(x, w, b, stride=stride, padding=padding)
     assert torch.allclose(autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm), expected)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("stride,padding,kernel,c_in,c_out,batch", WIDE_GRID)
+def test_conv2d_wide_grid_equals_f_conv2d_in_float32(stride, padding, kernel, c_in, c_out, batch, algorithm):
+    x = torch.randn(batch, c_in, 9, 10, requires_grad=True)
+    w, b = torch.randn(c_out, c_in, *kernel, requires_grad=True), torch.randn(c_out, requires_grad=True)
+    ours = autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm)
+    expected = F.conv2d(x, w, b, stride=stride, padding=padding)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(expected)
+    for mine, theirs in zip(torch.autograd.grad(ours, (x, w, b), grad), torch.autograd.grad(expected, (x, w, b), grad)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_conv2d_without_bias_and_unbatched_input(algorithm):
     x, w = double(3, 6, 6), double(2, 3, 3, 3)
-    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1, algorithm=algorithm), (x, w))
+    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1, algorithm=algorithm), (x, w), fast_mode=True)
     assert autograd.conv2d(x, w, padding=1, algorithm=algorithm).shape == (2, 6, 6)
 
 
@@ -90,7 +101,7 @@ def test_rows_conv_accepts_channels_last_and_strided_inputs():
     x = double(2, 3, 9, 9)
     w = double(4, 3, 3, 3)
     channels_last = x.detach().to(memory_format=torch.channels_last).requires_grad_()
-    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 2, 1), (channels_last, w))
+    assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 2, 1), (channels_last, w), fast_mode=True)
     sliced = double(2, 3, 12, 12)[:, :, ::2, 1:10]  # a non-contiguous view
     torch.testing.assert_close(autograd.conv2d(sliced, w, None, 1, 1), F.conv2d(sliced, w, None, 1, 1))
 
@@ -105,7 +116,7 @@ def small_row_budget(monkeypatch):
 @pytest.mark.parametrize("c_in,batch,stride,padding", [(1, 3, 1, 1), (3, 4, 2, 1), (2, 5, 1, 0)])
 def test_chunked_rows_conv_gradcheck(small_row_budget, c_in, batch, stride, padding):
     x, w, b = double(batch, c_in, 7, 6), double(4, c_in, 3, 3), double(4)
-    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding), (x, w, b))
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding), (x, w, b), fast_mode=True)
     torch.testing.assert_close(autograd.conv2d(x, w, b, stride, padding), F.conv2d(x, w, b, stride, padding))
 
 

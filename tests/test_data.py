@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -46,3 +47,20 @@ def test_truncated_idx_file_is_named(tmp_path, mnist_root):
     images.write_bytes(images.read_bytes()[:5000])
     with pytest.raises(ConvexpError, match="train-images-idx3-ubyte is truncated or corrupt"):
         load_mnist(MnistData(root=str(tmp_path), download=False))
+
+
+@pytest.mark.slow
+def test_one_epoch_on_full_mnist_at_the_reports_split(tmp_path):
+    """`make train`'s data: the official 60,000 digits split 50,000 / 10,000, tested on 10,000."""
+    from tests.conftest import data_dir, run_cli
+
+    root = data_dir() / "mnist" if data_dir() else None
+    if root is None or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip("real-data test: set CONVEXP_DATA to a folder holding mnist/ (full MNIST), e.g. ../shared/data")
+    result = run_cli("train-mnist", "--set", "train.epochs=1", "--set", "train.batch_size=64", "--out", str(tmp_path), "-q",
+                     env={"CONVEXP_DATA": str(data_dir())})
+    assert result.returncode == 0, result.stderr
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"] == {"root": str(root), "train": 50_000, "val": 10_000, "test": 10_000}
+    assert summary["final"]["val_accuracy"] > 0.97 and summary["test_accuracy"] > 0.97

@@ -13,6 +13,8 @@ from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
 
+Config = AugmentConfig  # what `convexp augment` reads from configs/augment.yaml
+
 
 def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     background = -MNIST_MEAN / MNIST_STD if config.data.normalize else 0.0

@@ -24,6 +24,8 @@ from convexp.train import make_generators, train_epoch
 # Input of each conv layer of MNISTConvNet: (channels, size); every one 3x3, padding 1.
 CONV_LAYERS = {"conv1": (1, 16, 28), "conv2": (16, 32, 14), "conv3": (32, 64, 7)}
 
+Config = BenchConfig  # what `convexp bench` reads from configs/bench.yaml
+
 
 def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     previous_threads = torch.get_num_threads()

@@ -10,6 +10,8 @@ from convexp.models import MNISTConvNet, VariableInputNet, count_parameters
 from convexp.runs import RunFolder
 from convexp.shapes import conv_shape, layer_table, nearest_channel_counts
 
+Config = CountParamsConfig  # what `convexp count-params` reads from configs/count-params.yaml
+
 
 def run(config: CountParamsConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     base = MNISTConvNet(config.conv)

@@ -20,10 +20,11 @@ import torch
 from convexp.config import ReproduceConfig, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
-from convexp.experiments import EXPERIMENTS
 from convexp.progress import StudyProgress, conv_net_macs, duration
 from convexp.runs import RunFolder
 from convexp.varres import build_varres
+
+Config = ReproduceConfig  # what `convexp reproduce` reads from configs/reproduce.yaml
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ def base_config(command: str, config: ReproduceConfig) -> Any:
     if not path.is_file():
         raise ConvexpError(f"configs_dir={config.configs_dir!r} holds no {command}.yaml: run from the project "
                            "folder or set configs_dir to the project's configs/ folder")
-    return load_config(EXPERIMENTS[command].config_class, path)
+    from convexp.lifecycle import experiment_module
+
+    return load_config(experiment_module(command).Config, path)
 
 
 def augmented(step_config: Any, enabled: bool) -> Any:
@@ -153,7 +156,7 @@ def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -
 
 
 def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
-    from convexp.lifecycle import execute, open_run
+    from convexp.lifecycle import experiment_module, open_run
 
     plan = steps(config, varres_folder(config, run, reporter), device)
     planned = {step.name: planned_work(step) for step in plan}
@@ -163,19 +166,17 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
     try:
         for index, step in enumerate(plan, start=1):
             child = run.child(step.name)
-            status = child.status
-            if status == "completed":
+            if child.status == "completed":
                 progress.keep(step.name)
                 reporter.line(f"[{index}/{len(plan)}] {step.question} {step.name}: completed earlier, kept")
                 continue
             reporter.line(f"[{index}/{len(plan)}] {step.question} {step.name}: convexp {step.command} | {progress.describe()}")
-            if status is None:
-                open_run(child, step.command, step.config, device, step.name)
-            child.update_summary(status="running", question=step.question)
             progress.begin(step.name)
             started = time.perf_counter()
             try:
-                execute(EXPERIMENTS[step.command], step.config, child, device, reporter)
+                with open_run(child, step.command, step.config, device, reporter, name=step.name, parent=run,
+                              question=step.question):
+                    child.update_summary(**(experiment_module(step.command).run(step.config, child, device, reporter) or {}))
             finally:
                 seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - started, 1)
                 run.update_summary(step_seconds=seconds)

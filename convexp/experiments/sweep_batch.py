@@ -15,6 +15,8 @@ from convexp.models import MNISTConvNet
 from convexp.runs import RunFolder
 from convexp.stats import mean_std
 
+Config = SweepBatchConfig  # what `convexp sweep-batch` reads from configs/sweep-batch.yaml
+
 
 def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     splits = load_mnist(config.data).to(device)
@@ -26,7 +28,7 @@ def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter
             config, seed=seed, train=dataclasses.replace(config.train, batch_size=batch_size)
         )
         child, result = train_child(
-            run, f"bs{batch_size}-seed{seed}", child_config, lambda: MNISTConvNet(config.model.conv),
+            run, "sweep-batch", f"bs{batch_size}-seed{seed}", child_config, lambda: MNISTConvNet(config.model.conv),
             splits, device, reporter,
         )
         rows.append(child_row(batch_size, seed, child, result))

@@ -11,6 +11,8 @@ from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
 
+Config = TrainMnistConfig  # what `convexp train-mnist` reads from configs/train-mnist.yaml
+
 
 def run(config: TrainMnistConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     splits = load_mnist(config.data).to(device)

@@ -21,6 +21,8 @@ from convexp.runs import RunFolder
 from convexp.stats import mean_std
 from convexp.varres import load_varres
 
+Config = VarresPoolConfig  # what `convexp varres-pool` reads from configs/varres-pool.yaml
+
 
 def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     train, val, test = load_varres(config.data)
@@ -35,7 +37,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
         for seed in config.seeds:
             child_config = dataclasses.replace(config, seed=seed, seeds=[seed],
                                                model=dataclasses.replace(config.model, pooling=[pooling]))
-            child, result = train_child(run, f"{pooling}-seed{seed}", child_config,
+            child, result = train_child(run, "varres-pool", f"{pooling}-seed{seed}", child_config,
                                         lambda: VariableInputNet(n, pooling, config.model.conv), splits, device, reporter)
             if result is None:
                 continue

@@ -13,6 +13,8 @@ from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
 from convexp.varres import load_varres, resize_split
 
+Config = VarresResizeConfig  # what `convexp varres-resize` reads from configs/varres-resize.yaml
+
 
 def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     train, val, test = load_varres(config.data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,8 +44,34 @@ def require_positive_items(key: str, values: list) -> None:
 
 
 def require_items(key: str, values: list, example: str) -> None:
+    """At least one value, and each once: a value listed twice would be counted twice."""
     if not values:
         raise Invalid(key, f"{{key}} is empty: list at least one {example}")
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise Invalid(key, f"{{key}} lists {', '.join(twice)} more than once: list each value once")
+
+
+SEED_LIMIT = 2**32  # numpy's seeds, and so every seed convexp takes, are below 2**32
+
+
+MAX_CHANNELS = 100_000  # N = 100,000 is already 30 M parameters; the report's N is 81
+
+
+def require_channels(key: str, value: int) -> None:
+    if not 1 <= value <= MAX_CHANNELS:
+        raise Invalid(key, f"{{key}} (N) must be at least 1 and at most {MAX_CHANNELS:,}; got {value}")
+
+
+def require_seed(key: str, value: int) -> None:
+    if not 0 <= value < SEED_LIMIT:
+        raise Invalid(key, f"config key '{{key}}' must be a seed from 0 to {SEED_LIMIT - 1}; got {value}")
+
+
+def require_seeds(key: str, values: list[int]) -> None:
+    require_items(key, values, "seed, e.g. [0, 1, 2]")
+    for i, value in enumerate(values):
+        require_seed(f"{key}[{i}]", value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,6 +104,8 @@ class VarresData:
     resolutions: list[int] = field(default_factory=lambda: [32, 48, 64])
 
     def __post_init__(self):
+        require_seed("split_seed", self.split_seed)
+        require_items("resolutions", self.resolutions, "size, e.g. [32, 48, 64]")
         if not 0 < self.val_fraction < 1:
             raise Invalid("val_fraction", f"{{key}} must be between 0 and 1; got {self.val_fraction}")
         if not self.resolutions or min(self.resolutions) < 8:
@@ -116,7 +145,7 @@ class Sweep:
     def __post_init__(self):
         require_items("batch_sizes", self.batch_sizes, "batch size, e.g. [16, 32, 64]")
         require_positive_items("batch_sizes", self.batch_sizes)
-        require_items("seeds", self.seeds, "seed, e.g. [0, 1, 2]")
+        require_seeds("seeds", self.seeds)
 
 
 @dataclass
@@ -143,8 +172,7 @@ class VarresModel:
     pooling: list[Literal["max", "mean"]] = field(default_factory=lambda: ["max", "mean"])
 
     def __post_init__(self):
-        if self.channels < 1:
-            raise Invalid("channels", f"{{key}} (N) must be at least 1; got {self.channels}")
+        require_channels("channels", self.channels)
         require_items("pooling", self.pooling, "of max, mean")
 
 
@@ -159,6 +187,9 @@ class TrainMnistConfig:
     data: MnistData = field(default_factory=MnistData)
     model: Model = field(default_factory=Model)
     train: Train = field(default_factory=Train)
+
+    def __post_init__(self):
+        require_seed("seed", self.seed)
 
 
 @dataclass
@@ -179,6 +210,9 @@ class VarresResizeConfig:
     model: Model = field(default_factory=Model)
     train: Train = field(default_factory=Train)
 
+    def __post_init__(self):
+        require_seed("seed", self.seed)
+
 
 @dataclass
 class VarresPoolConfig:
@@ -190,7 +224,8 @@ class VarresPoolConfig:
     train: Train = field(default_factory=Train)
 
     def __post_init__(self):
-        require_items("seeds", self.seeds, "seed, e.g. [0, 1, 2]")
+        require_seed("seed", self.seed)
+        require_seeds("seeds", self.seeds)
 
 
 @dataclass
@@ -227,10 +262,11 @@ class CountParamsConfig:
     conv_examples: list[ConvExample] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.channels < 1:
-            raise Invalid("channels", f"{{key}} (N) must be at least 1; got {self.channels}")
+        require_seed("seed", self.seed)
+        require_channels("channels", self.channels)
+        require_items("input_sizes", self.input_sizes, "size, e.g. [28, 32]")
         require_positive_items("input_sizes", self.input_sizes)
-        require_positive("match_max_channels", self.match_max_channels)
+        require_channels("match_max_channels", self.match_max_channels)
 
 
 @dataclass
@@ -253,6 +289,10 @@ class BenchConfig:
         require_positive_items("threads", self.threads)
         for key in ("min_run_time", "rounds", "loop_digits", "loop_batch_size", "loop_repeats"):
             require_positive(key, getattr(self, key))
+        require_seed("seed", self.seed)
+        if self.min_run_time > 60:  # each of a few dozen timings runs this long
+            raise Invalid("min_run_time", f"config key '{{key}}' is {self.min_run_time} s per timing: the bench would run "
+                          "for hours; use at most 60 (0.5 is plenty)")
 
 
 @dataclass
@@ -284,9 +324,8 @@ class ReproduceConfig:
     fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
 
     def __post_init__(self):
-        require_items("seeds", self.seeds, "seed, e.g. [0, 1, 2]")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise Invalid("seeds", f"{{key}} {self.seeds} lists a seed twice: each seed once, e.g. [0, 1, 2]")
+        require_seeds("seeds", self.seeds)
+        require_seed("varres_seed", self.varres_seed)
         if not self.val_split > 0:
             raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
 
@@ -426,6 +465,8 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
             value = parse_float(value, key, hint)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise type_error(key, hint, value)
+        if not math.isfinite(value):  # no setting of convexp means anything at inf or nan
+            raise ConvexpError(f"config key '{key}' must be a finite number; got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -106,11 +106,22 @@ def read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, t
         if not download:
             raise missing_mnist(root, raw)
         fetch_mnist(root, raw)
-    for name in names:
-        check_idx_file(raw / name)
+    images_file, labels_file = raw / names[0], raw / names[1]
+    image_dims = check_idx_file(images_file, "images", 3)
+    label_dims = check_idx_file(labels_file, "labels", 1)
+    if image_dims[1:] != (28, 28):
+        raise ConvexpError(f"{images_file} holds {image_dims[1]}x{image_dims[2]} images, not MNIST's 28x28: "
+                           "replace it with the original file")
+    if image_dims[0] == 0:
+        raise ConvexpError(f"{images_file} holds no images: replace it with the original file")
+    if image_dims[0] != label_dims[0]:
+        raise ConvexpError(f"{images_file} holds {image_dims[0]} images but {labels_file.name} {label_dims[0]} labels: "
+                           "use the two files of one set, as distributed")
     dataset = MNIST(str(root), train=train, download=False)
-    images = dataset.data.unsqueeze(1).float().div_(255)
-    return images, dataset.targets.long()
+    labels = dataset.targets.long()
+    if labels.min() < 0 or labels.max() > 9:
+        raise ConvexpError(f"{labels_file} has labels outside 0-9 (up to {labels.max().item()}): replace it with the original file")
+    return dataset.data.unsqueeze(1).float().div_(255), labels
 
 
 def fetch_mnist(root: Path, raw: Path) -> None:
@@ -134,8 +145,9 @@ def missing_mnist(root: Path, raw: Path, tried_download: bool = False) -> Convex
     )
 
 
-def check_idx_file(path: Path) -> None:
-    """Raise if an IDX file's header and size disagree (truncated or not an IDX file)."""
+def check_idx_file(path: Path, holds: str, ndim_expected: int) -> tuple[int, ...]:
+    """The dimensions an IDX file's header gives; raise if it is not one of `ndim_expected`
+    dimensions (images: 3, labels: 1) or its size disagrees (truncated or not an IDX file)."""
     data_size = path.stat().st_size
     with path.open("rb") as f:
         header = f.read(4)
@@ -149,3 +161,8 @@ def check_idx_file(path: Path) -> None:
             f"{path} is truncated or corrupt ({data_size} bytes, expected {expected}): "
             "download or copy it again"
         )
+    if ndim != ndim_expected:
+        other = "labels" if holds == "images" else "images"
+        raise ConvexpError(f"{path} should hold {holds} but its header says {ndim}-D data, like a {other} file: "
+                           "are the images and labels files swapped? Put each under its own name")
+    return tuple(dims)

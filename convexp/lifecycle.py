@@ -8,9 +8,11 @@ completed, failed (with the error), or interrupted (Ctrl-C / SIGTERM, resumable 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 from convexp.config import dump_yaml, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
-from convexp.runs import RunFolder, environment, now
+from convexp.runs import RunFolder, environment, now, run_lock
 
 
 @dataclass
@@ -118,36 +120,55 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
              parent: RunFolder | None = None, **fields) -> Iterator[RunFolder]:
     """The one owner of a run's status, for a new run folder, a resumed one, or a study's child.
 
-    On entry: a new folder gets its config.yaml and a `running` summary (with `fields`); one met
-    again (resume) is set `running`. Inside: log.txt gets every reporter line, and Ctrl-C and
-    SIGTERM raise KeyboardInterrupt. On exit the status is set once, and exceptions go on up.
+    On entry: a new folder gets a `running` summary (with `fields`) and its config.yaml; one met
+    again (resume) is set `running`. A run of its own (not a child) holds the folder's lock, so
+    two processes never train one folder. Inside: log.txt gets every reporter line, and Ctrl-C
+    and SIGTERM raise KeyboardInterrupt. On exit the status is set once; exceptions go on up.
     """
-    if (run.path / "summary.json").is_file():
-        run.update_summary(status="running", resumed_at=now(), device=str(device), **fields)
-    else:
-        run.write_text("config.yaml", dump_yaml(config))
-        run.write_json("summary.json", {
-            "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,
-            "device": str(device), **({"child_of": parent.path.name} if parent else {}), **fields, **environment()})
-    configure_device(device, getattr(getattr(config, "train", None), "deterministic", False))
-    with reporter.logging_to(run), interrupts_as_keyboard_interrupt():
-        try:
-            yield run
-        except KeyboardInterrupt:
-            run.update_summary(status="interrupted", finished_at=now())
-            if parent is None:
-                reporter.line(f"interrupted: continue with `convexp resume {run.path}`")
-            raise
-        except ConvexpError as exc:
-            run.update_summary(status="failed", error=str(exc), finished_at=now())
-            run.log(f"error: {exc}")
-            raise
-        except BaseException as exc:
-            run.update_summary(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now())
-            raise
-    run.update_summary(status="completed", finished_at=now())
+    with (run_lock(run) if parent is None else contextlib.nullcontext()):
+        owner = {"pid": os.getpid(), "host": socket.gethostname()}
+        if (run.path / "summary.json").is_file():
+            run.update_summary(status="running", resumed_at=now(), device=str(device), owner=owner, **fields)
+        else:
+            run.write_json("summary.json", {
+                "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,
+                "device": str(device), "owner": owner, **({"child_of": parent.path.name} if parent else {}), **fields,
+                **environment()})
+            run.write_text("config.yaml", dump_yaml(config))
+        configure_device(device, getattr(getattr(config, "train", None), "deterministic", False))
+        with reporter.logging_to(run), interrupts_as_keyboard_interrupt():
+            try:
+                yield run
+            except KeyboardInterrupt:
+                run.update_summary(status="interrupted", finished_at=now())
+                if parent is None:
+                    reporter.line(f"interrupted: continue with `convexp resume {run.path}`")
+                raise
+            except ConvexpError as exc:
+                run.update_summary(status="failed", error=str(exc), finished_at=now())
+                run.log(f"error: {exc}")
+                raise
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    mark_failed(run, f"{type(exc).__name__}: {exc}")
+                    raise
+                message = (f"the disk is full ({exc.filename or run.path}): free some space, then `convexp resume "
+                           f"{run.path}` goes on from the last checkpoint")
+                mark_failed(run, message)
+                raise ConvexpError(message) from None
+            except BaseException as exc:
+                mark_failed(run, f"{type(exc).__name__}: {exc}")
+                raise
+        run.update_summary(status="completed", finished_at=now())
     if parent is None:
         reporter.line(f"run folder: {run.path}")
+
+
+def mark_failed(run: RunFolder, error: str) -> None:
+    try:
+        run.update_summary(status="failed", error=error, finished_at=now())
+    except OSError:  # e.g. the disk is full: the summary keeps its last state
+        pass
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convexp.errors import ConvexpError
-from convexp.runs import read_summary
+from convexp.runs import is_alive, read_summary
 
 
 def key_metric(summary: dict) -> str:
@@ -44,6 +44,9 @@ def list_runs(out: Path) -> list[list[str]]:
         except ConvexpError:
             rows.append([path.parent.name, "?", "unreadable summary.json", "-", "-", "-"])
             continue
-        rows.append([path.parent.name, summary.get("command", "?"), summary.get("status", "?"),
+        status = summary.get("status", "?")
+        if status == "running" and not is_alive(path.parent):
+            status = "dead (killed while running; `convexp resume` it)"
+        rows.append([path.parent.name, summary.get("command", "?"), status,
                      key_metric(summary), data_sizes(summary), summary.get("started_at", "-")])
     return rows

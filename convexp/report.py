@@ -467,6 +467,9 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
     for run_dir in run_dirs:
         if not run_dir.is_dir():
             raise ConvexpError(f"{run_dir} is not a folder: pass run folders under runs/")
+    run_dirs = list({d.resolve(): d for d in run_dirs}.values())  # a folder named twice counts once
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConvexpError(f"--out {out} is a file: pass a folder for report.html and report.md")
     runs = collect(run_dirs)
     runs += [read_run(d) for d in run_dirs if read_run(d).command == "reproduce"]  # their step times
     if not any(r.summary.get("status") == "completed" for r in runs):

@@ -7,13 +7,16 @@ a temporary name and renamed, so a kill never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ class RunFolder:
 
     @classmethod
     def create(cls, out: str | Path, command: str, name: str | None = None) -> RunFolder:
+        check_name(name)
         out = Path(out)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{command}" + (f"-{name}" if name else "")
@@ -102,6 +106,45 @@ class RunFolder:
     @property
     def status(self) -> str | None:
         return self.read_summary().get("status")
+
+
+@contextlib.contextmanager
+def run_lock(run: RunFolder) -> Iterator[None]:
+    """One process per run folder: the lock is the kernel's, so a killed owner never leaves it held."""
+    with (run.path / ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = run.read_summary().get("owner", {})
+            raise ConvexpError(f"{run.path} is being run now by another convexp (pid {owner.get('pid', '?')} on "
+                               f"{owner.get('host', '?')}): wait for it to end, or stop it first") from None
+        yield
+
+
+def is_alive(run_path: Path) -> bool:
+    """Whether some process holds the run folder's lock: a `running` run that nobody holds was killed."""
+    lock_file = run_path / ".lock"
+    if not lock_file.is_file():
+        return False
+    with lock_file.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
+MAX_NAME = 100
+
+
+def check_name(name: str | None) -> None:
+    """--name becomes part of a folder name: one path component, of a length file systems take."""
+    if name is None:
+        return
+    if not name or "/" in name or "\0" in name or name in (".", "..") or len(name) > MAX_NAME:
+        raise ConvexpError(f"--name {name[:40]!r}{'...' if len(name) > 40 else ''} cannot be part of a folder name: use "
+                           f"1 to {MAX_NAME} characters without '/'")
 
 
 def read_summary(folder: Path) -> dict[str, Any]:

@@ -63,8 +63,17 @@ def layer_table(model: nn.Module, height: int, width: int) -> list[LayerRow]:
 
 
 def nearest_channel_counts(target: int, search: range) -> list[dict]:
-    """N values of VariableInputNet ordered by |parameters(N) - target|, each with its count."""
-    counts = [{"channels": n, "parameters": count_parameters(VariableInputNet(n))} for n in search]
+    """N values of VariableInputNet near the target count, ordered by |parameters(N) - target|.
+
+    The count is affine in N (conv3 and fc1 grow by 299 a channel), so two real nets give the
+    line, the line gives the candidates, and each candidate is counted on a real net again:
+    instant for any search range, and no count is taken on trust.
+    """
+    base = count_parameters(VariableInputNet(1))
+    per_channel = count_parameters(VariableInputNet(2)) - base
+    guess = 1 + (target - base) // per_channel
+    candidates = sorted({min(max(n, search.start), search.stop - 1) for n in range(guess - 2, guess + 4)})
+    counts = [{"channels": n, "parameters": count_parameters(VariableInputNet(n))} for n in candidates]
     for entry in counts:
         entry["difference"] = entry["parameters"] - target
     return sorted(counts, key=lambda e: (abs(e["difference"]), e["channels"]))

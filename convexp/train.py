@@ -198,6 +198,8 @@ def train_unit(
     if (run.path / CHECKPOINT).is_file():
         start_epoch = load_checkpoint(run, model, optimizer, generators, history)
         reporter.line(f"{label}resuming after epoch {start_epoch} of {cfg.epochs}")
+    elif (run.path / "metrics.csv").is_file():  # epochs were done, but their checkpoint is gone
+        reporter.line(f"{label}no {CHECKPOINT} in {run.path} though epochs were done before: training again from epoch 1")
     run.update_summary(seed=seed, device=str(device), parameters=count_parameters(model), data=splits.record())
     snapshot = None
     prefix = f"{label}epoch"

@@ -117,7 +117,6 @@ def read_image_folder(folder: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
 @functools.lru_cache(maxsize=2)  # a train and a test folder
 def read_image_folder_once(folder: str, listing: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms.functional import pil_to_tensor
 
     try:
         dataset = ImageFolder(str(folder), loader=open_grey)
@@ -125,19 +124,25 @@ def read_image_folder_once(folder: str, listing: tuple) -> tuple[list[torch.Tens
         raise ConvexpError(f"no images in {folder} ({exc}): it needs <digit>/<n>.png subfolders") from None
     if sorted(dataset.classes, key=str) != [str(d) for d in range(10)]:
         raise ConvexpError(f"{folder} must hold class folders 0..9; found {', '.join(dataset.classes)}")
-    images = []
-    for path, _ in dataset.samples:
-        images.append(pil_to_tensor(open_grey(path)).float().div_(255))
+    images = [open_grey(path) for path, _ in dataset.samples]
     labels = torch.tensor([int(dataset.classes[label]) for _, label in dataset.samples])
     return images, labels
 
 
-def open_grey(path: str):
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # how PIL opens 16-bit grey PNGs
+
+
+def open_grey(path: str) -> torch.Tensor:
+    """One image as (1, h, w) float32 in [0, 1], grey, whatever the file stored (8 or 16 bits, colour)."""
+    import numpy
     from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import pil_to_tensor
 
     try:
         with Image.open(path) as image:
-            return image.convert("L")  # grey, one channel, whatever the file stored
+            if image.mode in SIXTEEN_BIT_MODES:  # convert("L") would clip 16-bit values to black and white
+                return torch.from_numpy(numpy.asarray(image, dtype=numpy.float32) / 65535.0).unsqueeze(0)
+            return pil_to_tensor(image.convert("L")).float().div_(255)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ConvexpError(f"cannot read image {path} ({type(exc).__name__}): it is corrupt; delete or replace it") from None
 

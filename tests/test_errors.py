@@ -4,6 +4,7 @@ no traceback, run through the real command line."""
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import pytest
@@ -19,6 +20,23 @@ def truncated_mnist(tmp):
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">4I", 0x803, count, 28, 28) + b"\x00" * 100)
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">2I", 0x801, count) + b"\x00" * count)
     return tmp / "mnist"
+
+
+def mnist_files(tmp, images=(10, 28, 28), labels=(10,), label_value=0):
+    """MNIST/raw under the usual names, whose headers give these dimensions (data filled to match)."""
+    raw = tmp / "bad" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        for name, dims, fill in ((f"{prefix}-images-idx3-ubyte", images, 0), (f"{prefix}-labels-idx1-ubyte", labels, label_value)):
+            header = struct.pack(f">{1 + len(dims)}I", 0x800 + len(dims), *dims)
+            (raw / name).write_bytes(header + bytes([fill]) * math.prod(dims))
+    return tmp / "bad"
+
+
+def damaged_summary(tmp):
+    run = completed_run(tmp)
+    (run / "summary.json").write_text('{"command": "count-params", "status": ')
+    return run
 
 
 def empty_varres(tmp):
@@ -70,6 +88,37 @@ CATALOGUE = [
     ("resume-completed", completed_run, ["resume", "{x}"], "already completed: nothing to resume"),
     ("bad-augmentation", None, ["augment", "--set", "augment.transforms=[{name: Flip}]"], "unknown augmentation 'Flip'; allowed: RandomAffine"),
     ("make-varres-exists", lambda t: t, ["make-varres", "--mnist-root", "{tmp}", "--out", "{x}"], "already exists: remove it or pick another --out"),
+    # Reliability round 2: lists that would count a value twice
+    ("duplicate-batch-size", None, ["sweep-batch", "--set", "sweep.batch_sizes=[16, 32, 16]"], "sweep.batch_sizes lists 16 more than once"),
+    ("duplicate-resolution", None, ["varres-pool", "--set", "data.resolutions=[32, 32]"], "data.resolutions lists 32 more than once"),
+    ("duplicate-seed", None, ["reproduce", "--set", "seeds=[1, 1]"], "seeds lists 1 more than once"),
+    ("duplicate-pooling", None, ["varres-pool", "--set", "model.pooling=[max, max]"], "model.pooling lists max more than once"),
+    ("duplicate-sizes", None, ["make-varres", "--mnist-root", "{tmp}", "--out", "{tmp}/v", "--sizes", "32,32"], "lists a size twice"),
+    # seeds out of range
+    ("negative-seed", None, ["train-mnist", "--seed", "-1"], "config key 'seed' must be a seed from 0 to 4294967295; got -1"),
+    ("huge-seed-in-list", None, ["varres-pool", "--set", "seeds=[4294967296]"], "'seeds[0]' must be a seed from 0 to 4294967295"),
+    ("make-varres-seed", None, ["make-varres", "--mnist-root", "{tmp}", "--out", "{tmp}/v", "--seed", "-5"], "--seed must be from 0 to 4294967295; got -5"),
+    # numbers that mean nothing
+    ("lr-inf", None, ["train-mnist", "--set", "train.lr=inf"], "config key 'train.lr' must be a finite number; got inf"),
+    ("val-split-inf", None, ["train-mnist", "--set", "data.val_split=.inf"], "config key 'data.val_split' must be a finite number"),
+    ("lr-nan", None, ["augment", "--set", "train.lr=nan"], "config key 'train.lr' must be a finite number; got nan"),
+    ("bench-forever", None, ["bench", "--set", "min_run_time=100000"], "the bench would run for hours; use at most 60"),
+    # impossible sizes, refused before anything is allocated
+    ("channels-huge", None, ["count-params", "--channels", "1000000000"], "channels (N) must be at least 1 and at most 100,000"),
+    ("match-range-huge", None, ["count-params", "--match", "--set", "match_max_channels=100000000"], "match_max_channels (N) must be"),
+    ("canvas-huge", None, ["make-varres", "--mnist-root", "{tmp}", "--out", "{tmp}/v", "--sizes", "32,1000000"], "use sizes from 28 to 1024"),
+    # malformed MNIST files, found before training
+    ("labels-fewer", lambda t: mnist_files(t, labels=(5,)), ["train-mnist", "--set", "data.root={x}", "--set", "data.download=false"], "holds 10 images but train-labels-idx1-ubyte 5 labels"),
+    ("labels-out-of-range", lambda t: mnist_files(t, label_value=12), ["train-mnist", "--set", "data.root={x}", "--set", "data.download=false"], "has labels outside 0-9 (up to 12)"),
+    ("files-swapped", lambda t: mnist_files(t, images=(10,), labels=(10, 28, 28)), ["train-mnist", "--set", "data.root={x}", "--set", "data.download=false"], "are the images and labels files swapped?"),
+    ("not-28x28", lambda t: mnist_files(t, images=(10, 20, 20)), ["train-mnist", "--set", "data.root={x}", "--set", "data.download=false"], "holds 20x20 images, not MNIST's 28x28"),
+    ("no-images", lambda t: mnist_files(t, images=(0, 28, 28), labels=(0,)), ["train-mnist", "--set", "data.root={x}", "--set", "data.download=false"], "holds no images"),
+    # broken run folders and paths
+    ("resume-damaged-summary", damaged_summary, ["resume", "{x}"], "summary.json cannot be read (JSONDecodeError): the run folder is damaged"),
+    ("report-damaged-summary", damaged_summary, ["report", "{x}"], "summary.json cannot be read (JSONDecodeError)"),
+    ("report-out-is-a-file", lambda t: (completed_run(t), file_path(t, "f", ""))[0], ["report", "{x}", "--out", "{tmp}/f"], "is a file: pass a folder for report.html"),
+    ("name-with-slash", None, ["count-params", "--name", "a/b"], "--name 'a/b' cannot be part of a folder name"),
+    ("name-too-long", None, ["count-params", "--name", "n" * 300], "cannot be part of a folder name: use 1 to 100 characters"),
 ]
 
 
@@ -77,7 +126,7 @@ CATALOGUE = [
 def test_bad_input_catalogue(tmp_path, setup, argv, message):
     value = setup(tmp_path) if setup else None
     args = [a.replace("{x}", str(value)).replace("{tmp}", str(tmp_path)) for a in argv]
-    if "--out" not in args and args[0] not in ("resume", "make-varres"):
+    if "--out" not in args and args[0] not in ("resume", "make-varres", "report"):
         args += ["--out", str(tmp_path / "runs")]
     # In this process (fast); the GPU case in a subprocess that cannot see one.
     result = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": ""}) if "cuda" in args else invoke(*args)

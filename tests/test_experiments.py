@@ -40,15 +40,20 @@ def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root
     assert "batch_size: 256" in (run / "bs256-seed1" / "config.yaml").read_text()
 
 
-def test_sweep_records_a_failed_child_and_goes_on(tmp_path, mnist_root):
+def test_sweep_records_a_failed_child_goes_on_and_is_not_completed(tmp_path, mnist_root):
     result = run_cli("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.lr=1e30",
-                     "--set", "sweep.batch_sizes=[512]", "--set", "sweep.seeds=[0, 1]", "--out", str(tmp_path), "-q")
-    assert result.returncode == 0, result.stderr
+                     "--set", "train.max_batches=20", "--set", "sweep.batch_sizes=[512]", "--set", "sweep.seeds=[0, 1]",
+                     "--out", str(tmp_path), "-q")
+    assert result.returncode == 2  # a study is completed only when all its runs are
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert "2 of 2 runs of this study failed (bs512-seed0, bs512-seed1)" in result.stderr
     run = only_run(tmp_path)
     with open(run / "summary.csv") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["failed", "failed"]
     child = json.loads((run / "bs512-seed0" / "summary.json").read_text())
     assert child["status"] == "failed" and "learning rate" in child["error"]
+    parent = json.loads((run / "summary.json").read_text())
+    assert parent["status"] == "failed" and "2 of 2 runs" in parent["error"] and parent["results"]["512"]["failed"] == 2
 
 
 def test_augment_one_epoch_with_preview_and_clean_evaluation(tmp_path, mnist_root):

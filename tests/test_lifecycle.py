@@ -96,5 +96,5 @@ def test_a_missing_default_config_is_an_error_not_silent_defaults(tmp_path, monk
 
 def test_validation_errors_leave_no_run_folder(tmp_path):
     result = invoke("count-params", "--channels", "0", "--out", str(tmp_path / "runs"))
-    assert result.returncode == 2 and "channels (N) must be at least 1; got 0" in result.stderr
+    assert result.returncode == 2 and "channels (N) must be at least 1 and at most 100,000; got 0" in result.stderr
     assert not (tmp_path / "runs").exists()

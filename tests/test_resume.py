@@ -87,3 +87,34 @@ def test_same_seed_same_cli_metrics_byte_for_byte(tmp_path, mnist_root):
     (a,), (b,) = (tmp_path / "a").iterdir(), (tmp_path / "b").iterdir()
     for name in ("metrics.csv", "batches.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_locked(tmp_path, mnist_root):
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.batch_size=128"]
+    process = start_cli(*command, "--out", str(tmp_path), "-q")
+    deadline = time.time() + 120
+    while not any(tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    (run,) = tmp_path.iterdir()
+    wait_for_epochs(run / "metrics.csv", 1, process)
+    second = run_cli("resume", str(run))  # the first owner is alive: one process per folder
+    assert second.returncode == 2 and "is being run now by another convexp" in second.stderr
+    process.kill()  # SIGKILL: no handler runs, summary.json still says running
+    process.wait()
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"
+    listing = run_cli("runs", "--out", str(tmp_path))
+    assert "dead (killed while running" in listing.stdout
+    resumed = run_cli("resume", str(run), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, mnist_root):
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=2", "--set", "train.batch_size=256"]
+    run, code, _ = interrupt_after_first_epoch(command, tmp_path, "metrics.csv")
+    assert code == 130
+    (run / "checkpoint.pt").unlink()
+    resumed = run_cli("resume", str(run), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "no checkpoint.pt" in resumed.stdout and "training again from epoch 1" in resumed.stdout

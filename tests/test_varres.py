@@ -137,3 +137,18 @@ def test_make_varres_cli_refuses_to_overwrite(tmp_path):
     (tmp_path / "exists").mkdir()
     result = run_cli("make-varres", "--mnist-root", str(tmp_path), "--out", str(tmp_path / "exists"))
     assert result.returncode == 2 and "already exists" in result.stderr
+
+
+def test_sixteen_bit_pngs_keep_their_grey_levels(tmp_path):
+    """16-bit grey PNGs are read at their own depth, not clipped to black and white."""
+    import numpy
+
+    from convexp.varres import open_grey
+
+    levels = numpy.array([[0, 30000], [65535, 1000]], dtype=numpy.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    Image.fromarray((levels // 257).astype(numpy.uint8)).save(tmp_path / "plain.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # really stored with 16 bits
+    deep, plain = open_grey(str(tmp_path / "deep.png")), open_grey(str(tmp_path / "plain.png"))
+    torch.testing.assert_close(deep, torch.tensor([[[0, 30000], [65535, 1000]]]) / 65535.0)
+    torch.testing.assert_close(deep, plain, atol=1 / 255, rtol=0)  # the same picture as its 8-bit copy

@@ -10,7 +10,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils import benchmark
 
 from convexp import autograd, plots
 from convexp.config import BenchConfig
@@ -51,7 +50,7 @@ def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Rep
 
 
 def time_ms(function, threads: int, min_run_time: float) -> float:
-    timer = benchmark.Timer("function()", globals={"function": function}, num_threads=threads)
+    timer = timer_class()("function()", globals={"function": function}, num_threads=threads)
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
@@ -98,6 +97,17 @@ def workloads_for(conv: str, seed: int, batch_size: int, device) -> dict:
             items[f"{name} {MATMULS_ALONE}"] = matmuls_alone(layer, x.detach(), needs_input_grad=name != "conv1")
     items["training step"] = training_step(model, batch_size, device)
     return items
+
+
+def timer_class():
+    """torch.utils.benchmark.Timer, imported when first timing: the import pulls in
+    torch.utils.cpp_extension, whose warning about a missing CUDA toolkit means nothing here."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.benchmark import Timer
+
+    return Timer
 
 
 MATMULS_ALONE = "matmuls alone"

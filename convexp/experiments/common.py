@@ -51,3 +51,12 @@ def train_child(
     except torch.OutOfMemoryError:
         reporter.line(f"[{name}] failed: out of memory; the study goes on")
     return child, None
+
+
+def finish_study(run: RunFolder, headline: dict, failed: list[str], total: int) -> dict:
+    """A study is completed only when every child run is; otherwise it fails, naming them (resumable)."""
+    if failed:
+        run.update_summary(**headline)  # what the completed children give is kept all the same
+        raise ConvexpError(f"{len(failed)} of {total} runs of this study failed ({', '.join(failed)}): each one's "
+                           f"summary.json says why; fix the cause, then `convexp resume {run.path}` runs them again")
+    return headline

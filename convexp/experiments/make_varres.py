@@ -6,7 +6,10 @@ from pathlib import Path
 
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
+from convexp.config import SEED_LIMIT
 from convexp.varres import build_varres
+
+MAX_CANVAS = 1024
 
 
 def make(mnist_root: Path, out: Path, seed: int, center: bool, sizes_text: str) -> None:
@@ -14,6 +17,13 @@ def make(mnist_root: Path, out: Path, seed: int, center: bool, sizes_text: str) 
         sizes = tuple(int(s) for s in sizes_text.split(","))
     except ValueError:
         raise ConvexpError(f"--sizes {sizes_text!r} must be comma-separated integers, e.g. 32,48,64") from None
+    if len(set(sizes)) != len(sizes):
+        raise ConvexpError(f"--sizes {sizes_text!r} lists a size twice: list each once, e.g. 32,48,64")
+    if max(sizes) > MAX_CANVAS:
+        raise ConvexpError(f"--sizes {sizes_text!r}: a {max(sizes)} px canvas per digit is absurd (70,000 of them); "
+                           f"use sizes from 28 to {MAX_CANVAS}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConvexpError(f"--seed must be from 0 to {SEED_LIMIT - 1}; got {seed}")
     reporter = Reporter()
     counts = build_varres(mnist_root, out, seed=seed, center=center, sizes=sizes)
     for split, counter in counts.items():

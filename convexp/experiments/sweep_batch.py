@@ -10,7 +10,7 @@ from convexp import plots
 from convexp.config import SweepBatchConfig
 from convexp.console import Reporter
 from convexp.data import load_mnist
-from convexp.experiments.common import train_child
+from convexp.experiments.common import finish_study, train_child
 from convexp.models import MNISTConvNet
 from convexp.runs import RunFolder
 from convexp.stats import mean_std
@@ -38,7 +38,8 @@ def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter
     aggregate = aggregate_by_batch_size(rows)
     write_plots(run, curves)
     show_table(reporter, aggregate)
-    return {"results": aggregate, "children": [r["run"] for r in rows], "data": splits.record()}
+    headline = {"results": aggregate, "children": [r["run"] for r in rows], "data": splits.record()}
+    return finish_study(run, headline, [r["run"] for r in rows if r["status"] != "completed"], len(rows))
 
 
 def child_row(batch_size: int, seed: int, child: RunFolder, result) -> dict:

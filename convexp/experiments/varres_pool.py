@@ -15,7 +15,7 @@ from convexp.config import VarresPoolConfig
 from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.experiments.classification import classification_breakdown, write_breakdown
-from convexp.experiments.common import train_child
+from convexp.experiments.common import finish_study, train_child
 from convexp.models import VariableInputNet, count_parameters
 from convexp.runs import RunFolder
 from convexp.stats import mean_std
@@ -33,6 +33,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
                   f"buckets {test.resolutions} px; N={n} ({parameters} parameters)")
     breakdowns: dict[str, list[dict]] = {}
     histories: dict[str, list] = {}
+    failed: list[str] = []
     for pooling in config.model.pooling:
         for seed in config.seeds:
             child_config = dataclasses.replace(config, seed=seed, seeds=[seed],
@@ -40,6 +41,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
             child, result = train_child(run, "varres-pool", f"{pooling}-seed{seed}", child_config,
                                         lambda: VariableInputNet(n, pooling, config.model.conv), splits, device, reporter)
             if result is None:
+                failed.append(child.path.name)
                 continue
             breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
             write_breakdown(child, breakdown, f"varres-pool ({pooling}, seed {seed}): test confusion matrix")
@@ -48,7 +50,8 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     results = {pooling: aggregate(items) for pooling, items in breakdowns.items()}
     write_plots(run, results, breakdowns, histories, test.resolutions)
     show_table(reporter, results, test.resolutions)
-    return {"results": results, "parameters": parameters, "data": splits.record()}
+    headline = {"results": results, "parameters": parameters, "data": splits.record()}
+    return finish_study(run, headline, failed, len(config.model.pooling) * len(config.seeds))
 
 
 def aggregate(breakdowns: list[dict]) -> dict:

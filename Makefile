@@ -35,13 +35,13 @@ bench: setup
 # beside it. Interrupted, it goes on with `convexp resume runs/<ts>-reproduce`.
 reproduce: setup
 	$(BIN)/convexp reproduce --config configs/reproduce.yaml $(ARGS)
-	$(BIN)/convexp report "$$(ls -d runs/*-reproduce | tail -n 1)"
+	$(BIN)/convexp report "$$(ls -td runs/*-reproduce* | head -n 1)"  # the newest study
 
 # The same study on mnist-mini (8,000 digits) and a varres set built from it: a smoke run.
 reproduce-mini: setup
 	$(BIN)/convexp reproduce --config configs/reproduce.yaml --name mini --set mnist_root=$(MINI) \
 		--set val_split=0.2 --set varres_root=build $(ARGS)
-	$(BIN)/convexp report "$$(ls -d runs/*-reproduce-mini | tail -n 1)"
+	$(BIN)/convexp report "$$(ls -td runs/*-reproduce-mini* | head -n 1)"
 
 clean-runs:
 	rm -rf runs/2*

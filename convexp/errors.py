@@ -12,3 +12,7 @@ class ConvexpError(TyperException):
     """
 
     exit_code = 2
+
+
+class DiskFull(ConvexpError):
+    """No space left while writing a run: every run after it would fail the same way, so a study stops."""

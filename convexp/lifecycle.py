@@ -22,8 +22,9 @@ import torch
 
 from convexp.config import dump_yaml, load_config
 from convexp.console import Reporter
-from convexp.errors import ConvexpError
+from convexp.errors import ConvexpError, DiskFull
 from convexp.runs import RunFolder, environment, now, run_lock
+from convexp.train import CHECKPOINT
 
 
 @dataclass
@@ -88,9 +89,7 @@ def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None =
         config = adjust(config)
     device = resolve_device(config.device)
     run = RunFolder.create(options.out, command, options.name)
-    reporter = Reporter(quiet=options.quiet)
-    with open_run(run, command, config, device, reporter, name=options.name):
-        run.update_summary(**(experiment.run(config, run, device, reporter) or {}))
+    run_experiment(experiment, config, run, device, Reporter(quiet=options.quiet), name=options.name)
     return run
 
 
@@ -110,9 +109,15 @@ def resume(run_dir: Path, quiet: bool = False) -> RunFolder:
     device = resolve_device(config.device)
     reporter = Reporter(quiet=quiet)
     reporter.line(f"resuming {command} in {run.path}")
-    with open_run(run, command, config, device, reporter):
-        run.update_summary(**(experiment.run(config, run, device, reporter) or {}))
+    run_experiment(experiment, config, run, device, reporter)
     return run
+
+
+def run_experiment(experiment: ModuleType, config, run: RunFolder, device: torch.device, reporter: Reporter,
+                   **open_options) -> None:
+    """The experiment's run() inside the run's life manager; what it returns joins summary.json."""
+    with open_run(run, command_name(experiment), config, device, reporter, **open_options):
+        run.update_summary(**(experiment.run(config, run, device, reporter) or {}))
 
 
 @contextlib.contextmanager
@@ -121,54 +126,73 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
     """The one owner of a run's status, for a new run folder, a resumed one, or a study's child.
 
     On entry: a new folder gets a `running` summary (with `fields`) and its config.yaml; one met
-    again (resume) is set `running`. A run of its own (not a child) holds the folder's lock, so
-    two processes never train one folder. Inside: log.txt gets every reporter line, and Ctrl-C
-    and SIGTERM raise KeyboardInterrupt. On exit the status is set once; exceptions go on up.
+    again (resume) is set `running`, its last error forgotten. A run of its own (not a child)
+    holds the folder's lock, so two processes never train one folder. Inside: log.txt gets every
+    reporter line, and Ctrl-C and SIGTERM raise KeyboardInterrupt. On exit the status is set
+    once; exceptions go on up.
     """
     with (run_lock(run) if parent is None else contextlib.nullcontext()):
         owner = {"pid": os.getpid(), "host": socket.gethostname()}
-        if (run.path / "summary.json").is_file():
-            run.update_summary(status="running", resumed_at=now(), device=str(device), owner=owner, **fields)
-        else:
-            run.write_json("summary.json", {
-                "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,
-                "device": str(device), "owner": owner, **({"child_of": parent.path.name} if parent else {}), **fields,
-                **environment()})
-            run.write_text("config.yaml", dump_yaml(config))
+        try:
+            if (run.path / "summary.json").is_file():
+                summary = {k: v for k, v in run.read_summary().items() if k not in ("error", "finished_at")}
+                run.write_json("summary.json", {**summary, "status": "running", "resumed_at": now(),
+                                                "device": str(device), "owner": owner, **fields})
+            else:
+                run.write_json("summary.json", {
+                    "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,
+                    "device": str(device), "owner": owner, **({"child_of": parent.path.name} if parent else {}),
+                    **fields, **environment()})
+                run.write_text("config.yaml", dump_yaml(config))
+        except OSError as exc:
+            raise disk_error(exc, run) from None
         configure_device(device, getattr(getattr(config, "train", None), "deterministic", False))
         with reporter.logging_to(run), interrupts_as_keyboard_interrupt():
             try:
                 yield run
             except KeyboardInterrupt:
-                run.update_summary(status="interrupted", finished_at=now())
+                set_final(run, status="interrupted")
                 if parent is None:
                     reporter.line(f"interrupted: continue with `convexp resume {run.path}`")
                 raise
             except ConvexpError as exc:
-                run.update_summary(status="failed", error=str(exc), finished_at=now())
-                run.log(f"error: {exc}")
+                set_final(run, status="failed", error=str(exc))
                 raise
             except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    mark_failed(run, f"{type(exc).__name__}: {exc}")
-                    raise
-                message = (f"the disk is full ({exc.filename or run.path}): free some space, then `convexp resume "
-                           f"{run.path}` goes on from the last checkpoint")
-                mark_failed(run, message)
-                raise ConvexpError(message) from None
-            except BaseException as exc:
-                mark_failed(run, f"{type(exc).__name__}: {exc}")
+                error = disk_error(exc, run)
+                set_final(run, status="failed", error=str(error))
+                if isinstance(error, DiskFull):
+                    raise error from None
                 raise
-        run.update_summary(status="completed", finished_at=now())
+            except BaseException as exc:
+                set_final(run, status="failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+            try:
+                run.update_summary(status="completed", finished_at=now())
+            except OSError as exc:
+                raise disk_error(exc, run) from None
+        # A completed run needs no checkpoint; removed only now, so a kill before the status
+        # said `completed` still finds it.
+        (run.path / CHECKPOINT).unlink(missing_ok=True)
     if parent is None:
         reporter.line(f"run folder: {run.path}")
 
 
-def mark_failed(run: RunFolder, error: str) -> None:
+def set_final(run: RunFolder, **fields) -> None:
+    """The final status, on the way out of a failure: a write that fails too must not hide the first error."""
     try:
-        run.update_summary(status="failed", error=error, finished_at=now())
-    except OSError:  # e.g. the disk is full: the summary keeps its last state
+        run.update_summary(finished_at=now(), **fields)
+        if fields.get("error"):
+            run.log(f"error: {fields['error']}")
+    except (OSError, ConvexpError):  # disk full, or a damaged summary.json: it keeps its last state
         pass
+
+
+def disk_error(exc: OSError, run: RunFolder) -> OSError | DiskFull:
+    if exc.errno != errno.ENOSPC:
+        return exc
+    return DiskFull(f"the disk is full ({exc.filename or run.path}): free some space, then `convexp resume` "
+                    "the run; it goes on from its last checkpoint")
 
 
 @contextlib.contextmanager

@@ -82,7 +82,10 @@ def read_run(path: Path) -> RunInfo:
     if not summary:
         raise ConvexpError(f"{path} is not a convexp run folder (no summary.json): pass folders under runs/")
     config_file = path / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    try:
+        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise ConvexpError(f"{config_file} is damaged (not YAML): restore it or leave the run out of the report") from None
     return RunInfo(path, summary, config if isinstance(config, dict) else {})
 
 
@@ -181,9 +184,10 @@ REPORT_TRAIN_SIZES = {"Q7": 50_000, "Q8": 50_000, "Q9": 50_000, "Q12": 48_000, "
 def caveats(questions: dict[str, list[RunInfo]]) -> list[str]:
     """Warnings that make a verdict meaningless: smoke runs, or data other than the report's."""
     lines = []
-    if any(r.summary.get("fast_dev_run") for r in questions.get("reproduce", [])):
-        lines.append("WARNING: a --fast-dev-run study (one epoch of a few batches per run) checks the pipeline; "
-                     "its numbers, and so these verdicts, say nothing about the report.")
+    runs = [r for group in questions.values() for r in group]
+    if any(r.config.get("train", {}).get("max_batches") for r in runs):  # what --fast-dev-run sets in every step
+        lines.append("WARNING: runs cut to a few batches per epoch (--fast-dev-run, train.max_batches) check the "
+                     "pipeline; their numbers, and so these verdicts, say nothing about the report.")
     smaller = sorted({q for q, runs in questions.items() for r in runs
                       if q in REPORT_TRAIN_SIZES and r.summary.get("data", {}).get("train", REPORT_TRAIN_SIZES[q]) != REPORT_TRAIN_SIZES[q]})
     if smaller:
@@ -364,7 +368,7 @@ def q17_section(done: list[RunInfo]) -> Section | None:
 
 
 def q15_section(done: list[RunInfo]) -> Section | None:
-    if not done:
+    if not done or not (done[0].path / "params.json").is_file():
         return None
     data = json.loads((done[0].path / "params.json").read_text())
     counts = {name: t["parameters"] for name, t in data["networks"].items()}
@@ -393,7 +397,7 @@ def time_section(runs: list[RunInfo]) -> Section | None:
 
 
 def bench_section(done: list[RunInfo]) -> Section | None:
-    if not done:
+    if not done or not (done[0].path / "bench.json").is_file():
         return None
     from convexp.experiments.bench import STEP_FLOOR  # here, so reports without a bench never import it
 

@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,8 @@ class RunFolder:
                     break
                 except FileExistsError:
                     continue
+            else:
+                raise ConvexpError(f"{out} already holds 999 runs named {base}: pass another --out or --name")
             probe = path / ".write-test"
             probe.write_text("")
             probe.unlink()
@@ -112,9 +115,13 @@ class RunFolder:
 def run_lock(run: RunFolder) -> Iterator[None]:
     """One process per run folder: the lock is the kernel's, so a killed owner never leaves it held."""
     with (run.path / ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(20):  # `convexp runs` probes the lock for an instant: wait that out
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        else:
             owner = run.read_summary().get("owner", {})
             raise ConvexpError(f"{run.path} is being run now by another convexp (pid {owner.get('pid', '?')} on "
                                f"{owner.get('host', '?')}): wait for it to end, or stop it first") from None

@@ -305,7 +305,6 @@ def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history
         seconds_per_epoch=round(sum(history.epoch_seconds) / len(history.epoch_seconds), 3),
         epoch_seconds=history.epoch_seconds,
     )
-    (run.path / CHECKPOINT).unlink(missing_ok=True)  # model.pt now holds the weights
     return TrainResult(model, history, test, summary)
 
 

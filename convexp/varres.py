@@ -30,7 +30,7 @@ DIGIT_SIZE = 28
 
 
 def build_varres(
-    mnist_root: Path, out: Path, seed: int = 0, center: bool = False, sizes=CANVAS_SIZES
+    mnist_root: Path, out: Path, seed: int = 0, center: bool = False, sizes=CANVAS_SIZES, download: bool = False
 ) -> dict[str, Counter]:
     """Write the data set under `out`; returns counts per split of (digit, size) pairs.
 
@@ -48,7 +48,7 @@ def build_varres(
     generator = torch.Generator().manual_seed(seed)
     counts: dict[str, Counter] = {}
     for split, train in (("train", True), ("test", False)):
-        images, labels = read_mnist(mnist_root, train=train, download=False)
+        images, labels = read_mnist(mnist_root, train=train, download=download)
         pixels = (images[:, 0] * 255).round().to(torch.uint8)  # (n, 28, 28), the original bytes
         size_index = torch.randint(len(sizes), (len(labels),), generator=generator)
         counts[split] = Counter()

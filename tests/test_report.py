@@ -79,7 +79,7 @@ def test_report_tables_match_the_run_folders(reproduced):
     assert "| Q15 | 29,066 parameters" in markdown and "| 29029 (1 seed) | reproduced |" in markdown
     assert "81 (29,029), 82 (29,328)" in markdown
     # a smoke run on mini is flagged as such, so nobody reads its verdicts as the report's
-    assert "WARNING: a --fast-dev-run study" in markdown and "trained on other data than the report's" in markdown
+    assert "WARNING: runs cut to a few batches per epoch (--fast-dev-run" in markdown and "trained on other data than the report's" in markdown
     assert "| Q7 | train-mnist-seed0 |" in markdown and "mnist-mini | 6,400 | 1,600 | 2,000 |" in markdown
     assert re.search(r"\| Q8 \| sweep-batch-seed0 \| \d+ \| \d+\.\d \|", markdown)
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):

@@ -19,7 +19,9 @@ import torch
 
 from convexp.config import ReproduceConfig, load_config
 from convexp.console import Reporter
-from convexp.errors import ConvexpError
+from convexp.errors import ConvexpError, DiskFull
+from convexp.experiments.common import finish_study
+from convexp.lifecycle import experiment_module, run_experiment
 from convexp.progress import StudyProgress, conv_net_macs, duration
 from convexp.runs import RunFolder
 from convexp.varres import build_varres
@@ -40,8 +42,6 @@ def base_config(command: str, config: ReproduceConfig) -> Any:
     if not path.is_file():
         raise ConvexpError(f"configs_dir={config.configs_dir!r} holds no {command}.yaml: run from the project "
                            "folder or set configs_dir to the project's configs/ folder")
-    from convexp.lifecycle import experiment_module
-
     return load_config(experiment_module(command).Config, path)
 
 
@@ -151,17 +151,17 @@ def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -
     root = run.path / "mnist-varres"
     if not root.is_dir():
         reporter.line(f"[make-varres] building mnist-varres from {config.mnist_root} into {root}")
-        build_varres(Path(config.mnist_root), root, seed=config.varres_seed)
+        build_varres(Path(config.mnist_root), root, seed=config.varres_seed, download=config.download)
     return root
 
 
 def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
-    from convexp.lifecycle import experiment_module, open_run
 
     plan = steps(config, varres_folder(config, run, reporter), device)
     planned = {step.name: planned_work(step) for step in plan}
     progress = StudyProgress({n: w for n, (w, _) in planned.items()}, {n: e for n, (_, e) in planned.items()})
     seconds: dict[str, float] = dict(run.read_summary().get("step_seconds", {}))
+    failed: list[str] = []
     reporter.study = progress
     try:
         for index, step in enumerate(plan, start=1):
@@ -174,9 +174,13 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
             progress.begin(step.name)
             started = time.perf_counter()
             try:
-                with open_run(child, step.command, step.config, device, reporter, name=step.name, parent=run,
-                              question=step.question):
-                    child.update_summary(**(experiment_module(step.command).run(step.config, child, device, reporter) or {}))
+                run_experiment(experiment_module(step.command), step.config, child, device, reporter, name=step.name,
+                               parent=run, question=step.question)
+            except DiskFull:
+                raise
+            except ConvexpError as exc:  # the step is marked failed; the study goes on with the others
+                reporter.line(f"[{index}/{len(plan)}] {step.name} failed: {exc}")
+                failed.append(step.name)
             finally:
                 seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - started, 1)
                 run.update_summary(step_seconds=seconds)
@@ -184,8 +188,9 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
     finally:
         reporter.study = None
     show_step_times(reporter, plan, seconds)
-    return {"steps": [s.name for s in plan], "questions": {s.name: s.question for s in plan},
-            "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)}
+    headline = {"steps": [s.name for s in plan], "questions": {s.name: s.question for s in plan},
+                "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)}
+    return finish_study(run, headline, failed, len(plan))
 
 
 def show_step_times(reporter: Reporter, plan: list[Step], seconds: dict[str, float]) -> None:

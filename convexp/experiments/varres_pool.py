@@ -38,13 +38,18 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
         for seed in config.seeds:
             child_config = dataclasses.replace(config, seed=seed, seeds=[seed],
                                                model=dataclasses.replace(config.model, pooling=[pooling]))
+            title = f"varres-pool ({pooling}, seed {seed}): test confusion matrix"
+
+            def add_breakdown(child, result, title=title):  # into the child, before it is marked completed
+                write_breakdown(child, classification_breakdown(result.test, splits.test, test.resolutions), title)
+
             child, result = train_child(run, "varres-pool", f"{pooling}-seed{seed}", child_config,
-                                        lambda: VariableInputNet(n, pooling, config.model.conv), splits, device, reporter)
+                                        lambda: VariableInputNet(n, pooling, config.model.conv), splits, device, reporter,
+                                        after_training=add_breakdown)
             if result is None:
                 failed.append(child.path.name)
                 continue
             breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
-            write_breakdown(child, breakdown, f"varres-pool ({pooling}, seed {seed}): test confusion matrix")
             breakdowns.setdefault(pooling, []).append(breakdown | {"seconds_per_epoch": result.summary["seconds_per_epoch"]})
             histories.setdefault(pooling, []).append(result.history)
     results = {pooling: aggregate(items) for pooling, items in breakdowns.items()}

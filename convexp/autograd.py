@@ -6,6 +6,7 @@ S∇ = ∂l/∂S. Each Function's backward sits right beside its forward.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -328,19 +329,22 @@ def unfold_into(rows: torch.Tensor, padded: torch.Tensor, kernel: Pair, geometry
     """
     n, _, _, c = padded.shape
     g = geometry.groups
-    target = rows.view(g, n, out_size[0], out_size[1], kernel[0], kernel[1], c // g)
+    # One group (the network's layers) drops the group dimension: the fewest tensor ops per call.
+    shape = (n, out_size[0], out_size[1], kernel[0], kernel[1], c // g)
+    target = rows.view(shape if g == 1 else (g, *shape))
     if c // g > 1:
         sn, sh, sw, sc = padded.stride()
         (s0, s1), (d0, d1) = geometry.stride, geometry.dilation
-        patches = padded.as_strided(target.shape, (sc * (c // g), sn, sh * s0, sw * s1, sh * d0, sw * d1, sc),
-                                    padded.storage_offset())
+        strides = (sn, sh * s0, sw * s1, sh * d0, sw * d1, sc)
+        patches = padded.as_strided(target.shape, strides if g == 1 else (sc * (c // g), *strides), padded.storage_offset())
         target.copy_(patches)
         return rows
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             rows_slice, cols_slice = offset_slices(i, j, geometry, out_size)
-            # (n, oh, ow, c) -> (g, n, oh, ow, 1): a free view, as c/g = 1
-            target[..., i, j, :] = padded[:, rows_slice, cols_slice, :].permute(3, 0, 1, 2).unsqueeze(-1)
+            source = padded[:, rows_slice, cols_slice, :]  # (n, oh, ow, c)
+            # with c/g = 1: (n, oh, ow, g) -> (g, n, oh, ow, 1), a free view
+            target[..., i, j, :] = source if g == 1 else source.permute(3, 0, 1, 2).unsqueeze(-1)
     return rows
 
 
@@ -363,12 +367,13 @@ def fold_into(grad_padded: torch.Tensor, grad_groups: torch.Tensor, weight: torc
     """
     g, _, kh, kw, c_g = weight.shape
     n = grad_padded.shape[0]
+    grad_rows, weight_one = grad_groups[0], weight[0]  # one group: plain matmuls, indexed once
     for i in range(kh):
         for j in range(kw):
             rows_slice, cols_slice = offset_slices(i, j, geometry, out_size)
             target = grad_padded[:, rows_slice, cols_slice, :]  # (n, oh, ow, c)
             if g == 1:
-                block = (grad_groups[0] @ weight[0, :, i, j, :]).view(n, out_size[0], out_size[1], c_g)
+                block = (grad_rows @ weight_one[:, i, j, :]).view(n, out_size[0], out_size[1], c_g)
             else:  # (g, n·p, c/g) -> (n, oh, ow, c), group-major channels as in the input
                 block = torch.bmm(grad_groups, weight[:, :, i, j, :]).view(g, n, out_size[0], out_size[1], c_g)
                 block = block.permute(1, 2, 3, 0, 4).reshape(n, out_size[0], out_size[1], g * c_g)
@@ -417,19 +422,25 @@ def same_padding(kernel: Pair, dilation: Pair) -> Quad:
 
 def conv_geometry(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups) -> ConvGeometry:
     """F.conv2d's arguments resolved and checked; a ValueError names what is wrong and how to fix it."""
-    stride, dilation = as_pair(stride), as_pair(dilation)
-    if x.dim() not in (3, 4):
-        raise ValueError(f"conv input must be (b, c, h, w) or (c, h, w); got shape {tuple(x.shape)}")
-    if weight.dim() != 4:
-        raise ValueError(f"conv weight must be (c_out, c_in / groups, kh, kw); got shape {tuple(weight.shape)}")
+    padding = padding if isinstance(padding, str) else as_pair(padding)
+    return geometry_of(tuple(x.shape), tuple(weight.shape), as_pair(stride), padding, as_pair(dilation), groups)
+
+
+@functools.lru_cache(maxsize=256)  # a network asks the same few questions every step: answer each once
+def geometry_of(x_shape: tuple, weight_shape: tuple, stride: Pair, padding: Pair | str, dilation: Pair,
+                groups: int) -> ConvGeometry:
+    if len(x_shape) not in (3, 4):
+        raise ValueError(f"conv input must be (b, c, h, w) or (c, h, w); got shape {x_shape}")
+    if len(weight_shape) != 4:
+        raise ValueError(f"conv weight must be (c_out, c_in / groups, kh, kw); got shape {weight_shape}")
     if min(stride) < 1:
         raise ValueError(f"conv stride must be at least 1; got {stride}")
     if min(dilation) < 1:
         raise ValueError(f"conv dilation must be at least 1; got {dilation}")
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"conv groups must be a whole number of at least 1; got {groups!r}")
-    c, h, w = x.shape[-3:]
-    c_out, c_per_group, kh, kw = weight.shape
+    c, h, w = x_shape[-3:]
+    c_out, c_per_group, kh, kw = weight_shape
     if c % groups or c_out % groups:
         raise ValueError(f"conv groups={groups} must divide both the input channels ({c}) and the output "
                          f"channels ({c_out}): pick a common divisor")
@@ -443,7 +454,7 @@ def conv_geometry(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilati
             raise ValueError(f"conv padding='same' needs stride 1 (got {stride}): pad with a number instead")
         quad = same_padding((kh, kw), dilation) if padding == "same" else (0, 0, 0, 0)
     else:
-        ph, pw = as_pair(padding)
+        ph, pw = padding
         if min(ph, pw) < 0:
             raise ValueError(f"conv padding must be 0 or more; got {(ph, pw)}")
         quad = (ph, ph, pw, pw)

@@ -310,14 +310,31 @@ def q9_section(done: list[RunInfo]) -> Section | None:
     on = [r for r in done if r.summary.get("augmented")]
     off = [r for r in done if not r.summary.get("augmented")]
     rows = [[label, str(len(group)), fmt(spread([r.summary["final"]["val_accuracy"] for r in group])),
-             fmt(spread([test_accuracy(r) for r in group])), fmt(spread([r.summary["seconds_per_epoch"] for r in group]), 2)]
+             fmt(spread([test_accuracy(r) for r in group])), fmt(spread(test_at_best_validation(group))),
+             fmt(spread([max(float(row["test_accuracy"]) for row in read_metrics(r)) for r in group])),
+             fmt(spread([r.summary["seconds_per_epoch"] for r in group]), 2)]
             for label, group in (("augmented", on), ("plain", off)) if group]
     shown = on[0] if on else done[0]
-    text = [f"{settings(done[0])}. Augmented vs plain test accuracy beyond the seed spread: "
-            f"{beyond_spread(spread([test_accuracy(r) for r in on]), spread([test_accuracy(r) for r in off]))}."]
+    text = [f"{settings(done[0])}. Augmented vs plain test accuracy (final epoch) beyond the seed spread: "
+            f"{beyond_spread(spread([test_accuracy(r) for r in on]), spread([test_accuracy(r) for r in off]))}.",
+            "Test accuracy is measured after every epoch here, as the report plots it. The final epoch's is the "
+            "number we report; at the epoch of best validation accuracy is what early stopping on validation "
+            "would give (a legitimate choice); the best epoch by test accuracy is shown only to size what "
+            "reading a peak off a test curve adds: it is chosen on the test set and is optimistic."]
     return Section("Question 9: data augmentation", text,
-                   [(["training data", "runs", "final val acc", "test acc", "s/epoch"], rows)],
+                   [(["training data", "runs", "final val acc", "test acc (final)", "test acc at best val epoch",
+                      "best test epoch (optimistic)", "s/epoch"], rows)],
                    images(shown, "augmentations.png", "accuracy.png"), config_text(shown))
+
+
+def test_at_best_validation(runs: list[RunInfo]) -> list[float]:
+    """Each run's test accuracy at its epoch of best validation accuracy (runs that test every epoch)."""
+    values = []
+    for run in runs:
+        rows = read_metrics(run)
+        if rows and "test_accuracy" in rows[0]:
+            values.append(float(max(rows, key=lambda row: float(row["val_accuracy"]))["test_accuracy"]))
+    return values
 
 
 def per_resolution_rows(label: str, runs: list[RunInfo]) -> list[str]:

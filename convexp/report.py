@@ -255,7 +255,7 @@ def batch_size_loss(sweeps: list[RunInfo]) -> dict | None:
         summed[size] = Spread.of([loss * math.ceil(n_val / size) for loss in losses])
     decreasing = all(per_sample[a].mean > per_sample[b].mean for a, b in zip(sizes, sizes[1:]))
     clear = decreasing and all(per_sample[a].beyond(per_sample[b]) == "yes" for a, b in zip(sizes, sizes[1:]))
-    ordering = " > ".join(f"{per_sample[s].mean:.4f}" for s in sizes)
+    ordering = "batch " + ", ".join(map(str, sizes)) + ": " + ", ".join(f"{per_sample[s].mean:.4f}" for s in sizes)
     verdict = ("survives: lower per sample for every larger batch, beyond the seed spread" if clear else
                "does not survive per-sample averaging" if not decreasing else
                "same order, but within the seed spread")

@@ -108,7 +108,7 @@ class VarresData:
         require_items("resolutions", self.resolutions, "size, e.g. [32, 48, 64]")
         if not 0 < self.val_fraction < 1:
             raise Invalid("val_fraction", f"{{key}} must be between 0 and 1; got {self.val_fraction}")
-        if not self.resolutions or min(self.resolutions) < 8:
+        if min(self.resolutions) < 8:  # (empty lists were refused just above)
             raise Invalid("resolutions", f"{{key}} must list sizes of at least 8 px (three 2x2 pools); got {self.resolutions}")
 
 

@@ -21,7 +21,7 @@ import yaml
 from convexp.errors import ConvexpError
 from convexp.runs import read_summary
 from convexp.stats import Spread
-from convexp.verdicts import compare
+from convexp.verdicts import compare, pool_children
 
 # Runs made outside `reproduce` carry no question; their command says which they answer.
 QUESTION_OF_COMMAND = {"count-params": "Q15", "train-mnist": "Q7", "sweep-batch": "Q8", "augment": "Q9",
@@ -112,16 +112,8 @@ def beyond_spread(a: Spread | None, b: Spread | None) -> str:
     return "-" if a is None or b is None else a.beyond(b)
 
 
-def of_children(runs: list[RunInfo], key, where=lambda child: True) -> Spread | None:
-    return spread([float(key(c)) for run in runs for c in run.children() if where(c)])
-
-
 def test_accuracy(run: RunInfo) -> float:
     return run.summary["test_accuracy"]
-
-
-def pooling_is(pooling: str):
-    return lambda child: child.config.get("model", {}).get("pooling") == [pooling]
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -150,14 +142,14 @@ def headline_section(questions: dict[str, list[RunInfo]]) -> Section:
              fmt(row.ours, 0 if row.reference.value >= 1 else 4), row.verdict] for row in compare(questions)]
     comparisons = []
     pool16 = questions.get("Q16", [])
-    max16 = of_children(pool16, test_accuracy, pooling_is("max"))
-    mean16 = of_children(pool16, test_accuracy, pooling_is("mean"))
+    max16 = spread([test_accuracy(c) for c in pool_children(pool16, "max")])
+    mean16 = spread([test_accuracy(c) for c in pool_children(pool16, "mean")])
     if max16 and mean16:
         comparisons.append(["Q16: max pooling ahead of mean pooling (test)", f"max {fmt(max16)}; mean {fmt(mean16)}",
                             f"{max16.mean - mean16.mean:+.4f}", beyond_spread(max16, mean16)])
     q17 = questions.get("Q17", [])
     resize17 = spread([test_accuracy(r) for r in q17 if r.command == "varres-resize"])
-    pool17 = of_children([r for r in q17 if r.command == "varres-pool"], test_accuracy, pooling_is("max"))
+    pool17 = spread([test_accuracy(c) for c in pool_children([r for r in q17 if r.command == "varres-pool"], "max")])
     if resize17 and pool17:
         comparisons.append(["Q17: pooling net ahead of resize-to-28 (test)", f"pooling {fmt(pool17)}; resize {fmt(resize17)}",
                             f"{pool17.mean - resize17.mean:+.4f}", beyond_spread(pool17, resize17)])
@@ -362,7 +354,7 @@ def q16_section(studies: list[RunInfo]) -> Section | None:
         return None
     rows = []
     for pooling in ("max", "mean"):
-        group = [c for c in children if pooling_is(pooling)(c)]
+        group = pool_children(studies, pooling)
         if group:
             rows.append(per_resolution_rows(f"global {pooling} pooling", group))
     text = [f"{settings(children[0])}, N = {children[0].config.get('model', {}).get('channels')} "

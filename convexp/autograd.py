@@ -209,11 +209,12 @@ class Conv2dRows(torch.autograd.Function):
     the block-diagonal W̃ batched into one: Y_j = R_j W̃_jᵀ, W̃∇_j = Y∇_jᵀ R_j, R∇_j = Y∇_j W̃_j.
     With g = 1 that is exactly the single matmul above (the network's own layers).
 
-    R is kept from forward to backward when it is at most KEEP_ROWS_BYTES. A bigger R would
-    outgrow the CPU caches, and each matmul over it would wait on memory: then forward and
+    R is kept from forward to backward when it is at most KEEP_ROWS_BYTES (GPU_KEEP_ROWS_BYTES on a
+    GPU). A bigger R would outgrow the CPU caches, and each matmul over it would wait on memory: then forward and
     backward both work through the batch in chunks of about CHUNK_ROWS_BYTES of R, unfolding
     each chunk into one reused buffer (backward unfolds again; only the padded input is kept).
-    R∇ is folded one kernel offset at a time (see fold_into), so it is never stored whole.
+    On the CPU R∇ is folded one kernel offset at a time (fold_into), so it is never stored whole;
+    on a GPU, where launches cost more than these small products, by one matmul and col2im (fold_rows).
     """
 
     @staticmethod
@@ -226,7 +227,7 @@ class Conv2dRows(torch.autograd.Function):
         padded = pad_nhwc(x, geometry.padding)
         # W̃_j (g, c_out/g, k/g), k/g ordered (kh, kw, c/g)
         weight_rows = weight.view(g, c_out // g, c // g, kh, kw).permute(0, 1, 3, 4, 2).reshape(g, c_out // g, k // g)
-        chunk = images_per_chunk(b, pixels * k * x.element_size())
+        chunk = images_per_chunk(b, pixels * k * x.element_size(), x.device.type)
         rows = x.new_empty(g, chunk * pixels, k // g)
         out = x.new_empty(b * pixels, c_out)
         for start, stop in chunk_bounds(b, chunk):
@@ -246,7 +247,8 @@ class Conv2dRows(torch.autograd.Function):
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         rows_kept = chunk == b
         rows_buffer = None if rows_kept else saved.new_empty(g, chunk * pixels, k_g)
-        grad_padded = grad_out.new_zeros(b, *geometry.padded_size(h, w), c) if needs_x else None
+        col2im = needs_x and rows_kept and grad_out.device.type in COL2IM_DEVICES
+        grad_padded = grad_out.new_zeros(b, *geometry.padded_size(h, w), c) if needs_x and not col2im else None
         grad_weight_t = weight_rows.new_zeros(g, k_g, c_out_g) if needs_weight else None  # R_jᵀ Y∇_j, summed over chunks
         for start, stop in chunk_bounds(b, chunk):
             grad_chunk = grad_rows_out[start * pixels : stop * pixels]
@@ -260,11 +262,13 @@ class Conv2dRows(torch.autograd.Function):
                     grad_weight_t[0].addmm_(chunk_rows[0].t(), grad_chunk)
                 else:
                     grad_weight_t.baddbmm_(chunk_rows.transpose(1, 2), grad_groups)
-            if needs_x:
+            if needs_x and not col2im:
                 fold_into(grad_padded[start:stop], grad_groups, weight_rows.view(g, c_out_g, kh, kw, c // g),
                           geometry, out_size)
         grad_x = grad_weight = grad_bias = None
-        if needs_x:
+        if col2im:
+            grad_x = crop(fold_rows(grad_rows_out, weight_rows, geometry, (h, w), (kh, kw), out_size), geometry.padding, h, w)
+        elif needs_x:
             grad_x = crop(grad_padded.permute(0, 3, 1, 2), geometry.padding, h, w)
         if needs_weight:
             grad_weight = (grad_weight_t.transpose(1, 2).reshape(g * c_out_g, kh, kw, c // g).permute(0, 3, 1, 2))
@@ -293,13 +297,19 @@ def rows_times_weight(rows: torch.Tensor, weight_rows: torch.Tensor, bias: torch
 # twice, and chunks of 4 MiB ran conv2 at batch 256 (R: 29 MiB) about 1.3x faster than one R.
 KEEP_ROWS_BYTES = 8 << 20
 CHUNK_ROWS_BYTES = 4 << 20
+# A GPU is not cache-bound the same way, and each chunk costs launches: keep R whole (conv2 at
+# batch 1024 is 115 MiB) unless it would take a real share of the GPU's memory.
+GPU_KEEP_ROWS_BYTES = 2 << 30
+GPU_CHUNK_ROWS_BYTES = 512 << 20
 
 
-def images_per_chunk(batch: int, row_bytes_per_image: int) -> int:
-    """The whole batch when its R fits KEEP_ROWS_BYTES, else as many images as fill a chunk."""
-    if batch * row_bytes_per_image <= KEEP_ROWS_BYTES:
+def images_per_chunk(batch: int, row_bytes_per_image: int, device_type: str = "cpu") -> int:
+    """The whole batch when its R fits the device's keep budget, else as many images as fill a chunk."""
+    keep, chunk = ((GPU_KEEP_ROWS_BYTES, GPU_CHUNK_ROWS_BYTES) if device_type == "cuda"
+                   else (KEEP_ROWS_BYTES, CHUNK_ROWS_BYTES))
+    if batch * row_bytes_per_image <= keep:
         return max(batch, 1)  # an empty batch: one (empty) chunk
-    return max(1, min(batch, CHUNK_ROWS_BYTES // max(1, row_bytes_per_image)))
+    return max(1, min(batch, chunk // max(1, row_bytes_per_image)))
 
 
 def chunk_bounds(batch: int, chunk: int) -> list[tuple[int, int]]:
@@ -332,7 +342,7 @@ def unfold_into(rows: torch.Tensor, padded: torch.Tensor, kernel: Pair, geometry
     # One group (the network's layers) drops the group dimension: the fewest tensor ops per call.
     shape = (n, out_size[0], out_size[1], kernel[0], kernel[1], c // g)
     target = rows.view(shape if g == 1 else (g, *shape))
-    if c // g > 1:
+    if c // g > 1 or padded.device.type in COL2IM_DEVICES:  # on a GPU, one launch beats kh·kw
         sn, sh, sw, sc = padded.stride()
         (s0, s1), (d0, d1) = geometry.stride, geometry.dilation
         strides = (sn, sh * s0, sw * s1, sh * d0, sw * d1, sc)
@@ -380,6 +390,33 @@ def fold_into(grad_padded: torch.Tensor, grad_groups: torch.Tensor, weight: torc
             # add_ on the view, not `padded[...] += block`: Python's augmented assignment on an
             # index writes the sum back through __setitem__, a second full copy per offset.
             target.add_(block)
+
+
+# Where the input's gradient is folded by one matmul and PyTorch's col2im (fold_rows) rather than
+# block by block (fold_into). On a GPU each launch costs more than the work of these small
+# layers: fold_rows is 3 launches, fold_into 2·kh·kw. On the CPU fold_into's small blocks stay
+# in cache and PyTorch's col2im is slow.
+COL2IM_DEVICES = ("cuda",)
+
+
+def fold_rows(grad_rows_out: torch.Tensor, weight_rows: torch.Tensor, geometry: ConvGeometry, size: Pair,
+              kernel: Pair, out_size: Pair) -> torch.Tensor:
+    """fold(R∇) with R∇_j = Y∇_j W̃_j, the whole batch at once: the padded input's gradient (b, c, hp, wp).
+
+    grad_rows_out Y∇ (b·p, c_out); weight_rows W̃_j (g, c_out/g, k/g), k/g ordered (kh, kw, c/g).
+    F.fold wants columns (b, c·kh·kw, p) ordered (c, kh, kw): R∇ is permuted once to that order,
+    channels group-major as in the input.
+    """
+    g, c_out_g, k_g = weight_rows.shape
+    (kh, kw), pixels = kernel, out_size[0] * out_size[1]
+    c_g = k_g // (kh * kw)
+    b = grad_rows_out.shape[0] // pixels
+    if g == 1:
+        grad_rows = (grad_rows_out @ weight_rows[0]).unsqueeze(0)  # (1, b·p, k)
+    else:
+        grad_rows = torch.bmm(grad_rows_out.view(-1, g, c_out_g).transpose(0, 1), weight_rows)  # (g, b·p, k/g)
+    columns = grad_rows.view(g, b, pixels, kh, kw, c_g).permute(1, 0, 5, 3, 4, 2).reshape(b, g * c_g * kh * kw, pixels)
+    return F.fold(columns, geometry.padded_size(*size), kernel, dilation=geometry.dilation, stride=geometry.stride)
 
 
 CONV_FUNCTIONS = {"rows": Conv2dRows, "reference": Conv2dFunction}

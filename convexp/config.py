@@ -281,6 +281,12 @@ class BenchConfig:
     loop_digits: int = 6400  # epoch of the training loop vs a bare loop, on random digits
     loop_batch_size: int = 16
     loop_repeats: int = 3
+    # CUDA only: let cuDNN and cuBLAS round float32 products to TF32. Off by default, so native
+    # and hand-written convs do the same float32 arithmetic (cuDNN would use TF32, cuBLAS not).
+    tf32: bool = False
+    # CUDA only: time each item as a captured CUDA graph, replayed: the GPU's own time for the
+    # kernels, without the Python and launch cost that dominates small layers in eager mode.
+    cuda_graphs: bool = False
 
     def __post_init__(self):
         for key in ("convs", "batch_sizes", "threads"):

@@ -95,3 +95,16 @@ def test_bad_augmentation_config(spec, message):
     with pytest.raises(ConvexpError) as info:
         build_pipeline([spec])
     assert message in str(info.value)
+
+
+def test_augmentation_never_waits_for_the_device(monkeypatch):
+    """torch.linalg.solve syncs a GPU with the CPU on every call (its error check); the pipeline
+    must not use it. Caught here on the CPU by making it fail."""
+    def syncing_solve(*args, **kwargs):
+        raise AssertionError("torch.linalg.solve syncs a GPU every batch: use solve_ex")
+
+    monkeypatch.setattr(torch.linalg, "solve", syncing_solve)
+    pipeline = build_pipeline([{"name": "RandomPerspective", "distortion_scale": 0.5, "p": 1.0},
+                               {"name": "RandomAffine", "degrees": 10}])
+    out = pipeline(torch.rand(8, 1, 28, 28), torch.Generator().manual_seed(0))
+    assert out.shape == (8, 1, 28, 28) and torch.isfinite(out).all()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convexp.experiments.bench import step_flops
+from convexp.experiments.bench import layer_flops, step_flops
 from tests.conftest import run_cli
 
 
@@ -18,6 +18,13 @@ def test_step_flops_by_hand():
     # forward once, backward twice, but conv1 computes no gradient for its input
     assert step_flops(1) == 3 * (conv1 + conv2 + conv3 + fc1) - conv1
     assert step_flops(16) == 16 * step_flops(1)
+
+
+def test_layer_flops_add_up_to_the_step():
+    layers = layer_flops(8)
+    assert layers["conv1"] == 8 * 2 * (2 * 9 * 16 * 28 * 28)  # forward and grad of weight only
+    assert layers["conv2"] == 8 * 3 * (2 * 16 * 9 * 32 * 14 * 14)
+    assert sum(layers.values()) == step_flops(8)
 
 
 def test_bench_writes_rows_ratios_and_plot(tmp_path):

@@ -95,6 +95,18 @@ def test_chunked_rows_path_with_groups_and_dilation(monkeypatch):
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, **options), (x, w, b), fast_mode=True)
 
 
+@pytest.mark.parametrize("case", list(GRADCHECK_CASES))
+def test_gpu_layout_of_the_rows_path_on_the_cpu(case, monkeypatch):
+    """What a GPU runs (one unfold copy for every channel count, the input's gradient folded by
+    one matmul and col2im), checked here on the CPU, where CI can see it break."""
+    monkeypatch.setattr(autograd, "COL2IM_DEVICES", ("cpu", "cuda"))
+    x_shape, w_shape, options = GRADCHECK_CASES[case]
+    x, w, b = double(*x_shape), double(*w_shape), double(w_shape[0])
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, **options), (x, w, b), fast_mode=True)
+    depthwise = double(2, 3, 6, 5), double(3, 1, 3, 3), double(3)  # one channel per group: the kh·kw-copy case on CPU
+    assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, groups=3, padding=1), depthwise, fast_mode=True)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_unfold_layer_takes_nn_conv2d_arguments_and_initialises_like_it(algorithm):
     options = {"stride": 1, "padding": "same", "dilation": 2, "groups": 2}

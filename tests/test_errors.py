@@ -103,6 +103,7 @@ CATALOGUE = [
     ("val-split-inf", None, ["train-mnist", "--set", "data.val_split=.inf"], "config key 'data.val_split' must be a finite number"),
     ("lr-nan", None, ["augment", "--set", "train.lr=nan"], "config key 'train.lr' must be a finite number; got nan"),
     ("bench-forever", None, ["bench", "--set", "min_run_time=100000"], "the bench would run for hours; use at most 60"),
+    ("bench-graphs-on-cpu", None, ["bench", "--device", "cpu", "--set", "cuda_graphs=true"], "cuda_graphs=true times CUDA graphs, but the bench runs on cpu"),
     # impossible sizes, refused before anything is allocated
     ("channels-huge", None, ["count-params", "--channels", "1000000000"], "channels (N) must be at least 1 and at most 100,000"),
     ("match-range-huge", None, ["count-params", "--match", "--set", "match_max_channels=100000000"], "match_max_channels (N) must be"),

@@ -6,6 +6,7 @@ synchronised). Random inputs: the bench needs no data set.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -15,6 +16,7 @@ from convexp import autograd, plots
 from convexp.config import BenchConfig
 from convexp.console import Reporter
 from convexp.data import Split
+from convexp.errors import ConvexpError
 from convexp.memory import keep_freed_memory
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
@@ -27,26 +29,66 @@ Config = BenchConfig  # what `convexp bench` reads from configs/bench.yaml
 
 
 def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    if config.cuda_graphs and device.type != "cuda":
+        raise ConvexpError(f"cuda_graphs=true times CUDA graphs, but the bench runs on {device}: add --device cuda "
+                           "or drop the setting")
     previous_threads = torch.get_num_threads()
-    rows = []
+    rows, peak = [], {}
     try:
-        for threads in config.threads:
-            torch.set_num_threads(threads)
-            for batch_size in config.batch_sizes:
-                rows += measure_point(config, device, threads, batch_size, reporter)
-        torch.set_num_threads(previous_threads)
-        loop = measure_loop(config, device)
+        with float32_products(device, config.tf32):
+            for threads in config.threads:
+                torch.set_num_threads(threads)
+                peak[threads] = peak_matmul_gflops(device, threads, config.min_run_time)
+                for batch_size in config.batch_sizes:
+                    rows += measure_point(config, device, threads, batch_size, reporter)
+            torch.set_num_threads(previous_threads)
+            loop = measure_loop(config, device)
     finally:
         torch.set_num_threads(previous_threads)
     add_floor_rows(rows)
     add_ratios(rows)
     run.write_json("bench.json", {
-        "device": str(device), "cpu_threads_available": previous_threads,
+        "device": str(device), "device_name": device_name(device), "cpu_threads_available": previous_threads,
+        "tf32": config.tf32 if device.type == "cuda" else None, "cuda_graphs": config.cuda_graphs,
+        "peak_matmul_gflops": peak,
         "freed_memory_kept": keep_freed_memory(),  # the CLI's call, remembered (functools.cache)
         "rows": rows, "loop": loop})
-    show(reporter, rows, loop, config.convs)
+    show(reporter, rows, loop, config.convs, device_name(device), peak)
     plot(run, rows, config.convs)
     return {"bench": summarise(rows), "loop_ratio": loop["ratio"]}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def float32_products(device: torch.device, tf32: bool):
+    """On CUDA, cuDNN and cuBLAS both at plain float32 (or both at TF32): like for like."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=tf32):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def peak_matmul_gflops(device: torch.device, threads: int, min_run_time: float) -> float:
+    """The rate of one large float32 matmul on this device and thread count: the ceiling the
+    conv layers' GFLOP/s are read against (a GPU's is measured, not its datasheet's)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    ms = time_ms(lambda: a @ b, threads, min_run_time)
+    return 2 * n**3 / (ms * 1e-3) / 1e9
 
 
 def time_ms(function, threads: int, min_run_time: float) -> float:
@@ -58,7 +100,7 @@ def measure_point(config: BenchConfig, device, threads: int, batch_size: int, re
     """Layer fwd+bwd and training step per conv kind; native and hand-written alternate over
     `rounds`, and each keeps its fastest median, so a busy moment on a shared machine does
     not land on one side only."""
-    workloads = {conv: workloads_for(conv, config.seed, batch_size, device) for conv in config.convs}
+    workloads = {conv: workloads_for(conv, config.seed, batch_size, device, config.cuda_graphs) for conv in config.convs}
     best: dict[tuple[str, str], float] = {}
     for _ in range(config.rounds):
         for conv, items in workloads.items():
@@ -67,18 +109,19 @@ def measure_point(config: BenchConfig, device, threads: int, batch_size: int, re
                 best[(conv, what)] = min(ms, best.get((conv, what), float("inf")))
     rows = []
     for (conv, what), ms in best.items():
-        row = {"threads": threads, "batch_size": batch_size, "what": what, "conv": conv, "ms": ms}
+        row = {"threads": threads, "batch_size": batch_size, "what": what, "conv": conv, "ms": ms,
+               "gflops": work_flops(what, batch_size) / (ms * 1e-3) / 1e9}
         if what == "training step":
-            row["gflops"] = step_flops(batch_size) / (ms * 1e-3) / 1e9
             reporter.line(f"threads {threads}, batch {batch_size}, {conv}: training step {ms:.2f} ms")
         rows.append(row)
     return rows
 
 
-def workloads_for(conv: str, seed: int, batch_size: int, device) -> dict:
+def workloads_for(conv: str, seed: int, batch_size: int, device, cuda_graphs: bool = False) -> dict:
     """What gets timed for one conv kind: each conv layer's forward+backward, then a full step.
 
-    A hand-written kind also times each layer's three products alone (see matmuls_alone)."""
+    A hand-written kind also times each layer's three products alone (see matmuls_alone).
+    With cuda_graphs, each is captured once and replayed (see graphed)."""
     torch.manual_seed(seed)
     model = to_device(MNISTConvNet(conv), device)
     items = {}
@@ -95,8 +138,24 @@ def workloads_for(conv: str, seed: int, batch_size: int, device) -> dict:
         items[f"{name} fwd+bwd"] = layer_step
         if conv != "native":
             items[f"{name} {MATMULS_ALONE}"] = matmuls_alone(layer, x.detach(), needs_input_grad=name != "conv1")
-    items["training step"] = training_step(model, batch_size, device)
-    return items
+    items["training step"] = training_step(model, batch_size, device, capturable=cuda_graphs)
+    return {what: graphed(function) for what, function in items.items()} if cuda_graphs else items
+
+
+def graphed(function):
+    """`function` captured once as a CUDA graph, and its replay: the same kernels with no Python
+    or launch cost per call, so timing it measures the GPU's own time. Warmed up on a side
+    stream first, as CUDA graph capture requires (PyTorch's CUDA graphs notes)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            function()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        function()
+    return graph.replay
 
 
 def timer_class():
@@ -124,7 +183,7 @@ def matmuls_alone(layer, x: torch.Tensor, needs_input_grad: bool):
     geometry = layer.geometry(x)
     h_out, w_out = autograd.output_size(x, layer.weight, geometry)
     k = kh * kw * c_in
-    chunk = autograd.images_per_chunk(x.shape[0], h_out * w_out * k * x.element_size())
+    chunk = autograd.images_per_chunk(x.shape[0], h_out * w_out * k * x.element_size(), x.device.type)
     rows = autograd.unfold_rows(x[:chunk], (kh, kw), geometry, (h_out, w_out))[0]  # one group
     weight = layer.weight.detach().permute(0, 2, 3, 1).reshape(c_out, k)
     bias = layer.bias.detach()
@@ -141,8 +200,8 @@ def matmuls_alone(layer, x: torch.Tensor, needs_input_grad: bool):
     return products
 
 
-def training_step(model, batch_size: int, device):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+def training_step(model, batch_size: int, device, capturable: bool = False):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=capturable)  # capturable: inside a CUDA graph
     x = torch.rand(batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
 
@@ -154,13 +213,23 @@ def training_step(model, batch_size: int, device):
     return step
 
 
-def step_flops(batch_size: int) -> float:
-    """Multiply-adds x 2 of MNISTConvNet's convs and linear: forward once, backward twice
+def layer_flops(batch_size: int) -> dict[str, float]:
+    """Multiply-adds x 2 of each conv layer's forward and backward: forward once, backward twice
     (grad of weight and of input) except conv1, whose input needs no gradient."""
     forward = {name: 2 * c_in * 9 * c_out * size * size for name, (c_in, c_out, size) in CONV_LAYERS.items()}
     forward["fc1"] = 2 * 576 * 10
-    total = sum(3 * f for f in forward.values()) - forward["conv1"]
-    return batch_size * total
+    return {name: batch_size * (2 if name == "conv1" else 3) * f for name, f in forward.items()}
+
+
+def step_flops(batch_size: int) -> float:
+    """The whole network's layers, forward and backward (pooling and ReLU not counted)."""
+    return sum(layer_flops(batch_size).values())
+
+
+def work_flops(what: str, batch_size: int) -> float:
+    """FLOPs of one timed item: a layer's fwd+bwd (or its matmuls alone) or a training step."""
+    layer = what.split(" ", 1)[0]
+    return layer_flops(batch_size)[layer] if layer in CONV_LAYERS else step_flops(batch_size)
 
 
 def measure_loop(config: BenchConfig, device) -> dict:
@@ -237,7 +306,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             for r in rows if r["what"] in ("training step", STEP_FLOOR)]
 
 
-def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str]) -> None:
+def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str], name: str, peak: dict) -> None:
     keys = list(dict.fromkeys((r["threads"], r["batch_size"], r["what"]) for r in rows))
     keys.sort(key=lambda key: key[:2])  # stable: each point's rows stay in measured order, floor last
     table = []
@@ -248,12 +317,14 @@ def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str]) -> 
             line.append(f"{cells[conv]['ms']:.2f}" if conv in cells else "-")
         for conv in convs[1:]:
             line.append(f"{cells[conv]['ratio']:.2f}x" if "ratio" in cells.get(conv, {}) else "-")
-        step = cells.get(convs[-1], {})
-        line.append(f"{step['gflops']:.1f}" if "gflops" in step else "")
+        for conv in convs:
+            line.append(f"{cells[conv]['gflops']:.0f}" if "gflops" in cells.get(conv, {}) else "-")
         table.append(line)
-    reporter.table("Median milliseconds; ratio = hand-written / native (matmuls alone: against the native layer)",
+    ceiling = ", ".join(f"{t} thread(s) {g:.0f}" for t, g in peak.items())
+    reporter.table(f"{name}: median milliseconds; ratio = hand-written / native (matmuls alone: against the native "
+                   f"layer); GFLOP/s of the layer or step; one large float32 matmul runs at {ceiling} GFLOP/s",
                 ["threads", "batch", "what", *(f"{c} ms" for c in convs), *(f"{c} ratio" for c in convs[1:]),
-                 f"{convs[-1]} GFLOP/s"], table)
+                 *(f"{c} GFLOP/s" for c in convs)], table)
     reporter.table(f"Training loop, one epoch of {loop['digits']} random digits, batch {loop['batch_size']}",
                 ["bare loop s", "convexp loop s", "ratio"], [[f"{loop['bare_s']:.3f}", f"{loop['convexp_s']:.3f}", f"{loop['ratio']:.3f}x"]])
 

@@ -30,13 +30,16 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (overrides the
 OutOpt = Annotated[Path, typer.Option(help="Parent folder of run folders.")]
 NameOpt = Annotated[Optional[str], typer.Option(help="Suffix for the run folder's name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")]
+JobsOpt = Annotated[str, typer.Option(help="Child runs at once, each in its own worker process: N or auto.")]
+ThreadsOpt = Annotated[int, typer.Option(help="CPU threads per child run (0: the cores divided among the jobs). "
+                                              "A child's CPU numbers depend on it in the last bits.")]
 
 
-def options(config, set_, device, seed, out, name, quiet):
+def options(config, set_, device, seed, out, name, quiet, jobs="1", threads=0):
     """The options every experiment command shares, as lifecycle.RunOptions."""
     from convexp.lifecycle import RunOptions
 
-    return RunOptions(config, list(set_ or []), device, seed, out, name, quiet)
+    return RunOptions(config, list(set_ or []), device, seed, out, name, quiet, jobs, threads)
 
 
 # One command per experiment: lifecycle.start loads the experiment module's typed `Config` from
@@ -56,12 +59,13 @@ def train_mnist(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt
 
 @app.command("sweep-batch")
 def sweep_batch(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = "1",
+                threads: ThreadsOpt = 0) -> None:
     """Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves."""
     from convexp.experiments import sweep_batch as experiment
     from convexp.lifecycle import start
 
-    start(experiment, options(config, set_, device, seed, out, name, quiet))
+    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads))
 
 
 @app.command("augment")
@@ -86,12 +90,13 @@ def varres_resize(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceO
 
 @app.command("varres-pool")
 def varres_pool(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = "1",
+                threads: ThreadsOpt = 0) -> None:
     """Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17)."""
     from convexp.experiments import varres_pool as experiment
     from convexp.lifecycle import start
 
-    start(experiment, options(config, set_, device, seed, out, name, quiet))
+    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads))
 
 
 @app.command("bench")
@@ -142,7 +147,7 @@ def make_varres(
 def reproduce(
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None,
     fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One seed, one epoch of 5 batches per run: a pipeline check.")] = False,
-    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
+    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = "1", threads: ThreadsOpt = 0,
 ) -> None:
     """Run the whole study (every experiment, several seeds) into one parent run folder."""
     import dataclasses
@@ -153,7 +158,7 @@ def reproduce(
     def with_options(loaded):
         return dataclasses.replace(loaded, fast_dev_run=True) if fast_dev_run else loaded
 
-    start(experiment, options(config, set_, device, None, out, name, quiet), with_options)
+    start(experiment, options(config, set_, device, None, out, name, quiet, jobs, threads), with_options)
 
 
 @app.command()
@@ -181,12 +186,12 @@ def list_runs(out: OutOpt = Path("runs")) -> None:
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.")],
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, jobs: JobsOpt = "1", threads: ThreadsOpt = 0,
 ) -> None:
-    """Continue an interrupted run from its last completed epoch."""
+    """Continue an interrupted run from its last completed epoch (a study: its unfinished children)."""
     from convexp.lifecycle import resume as resume_run
 
-    resume_run(run_dir, quiet)
+    resume_run(run_dir, quiet, jobs, threads)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 
 class Reporter:
-    def __init__(self, quiet: bool = False, console: Console | None = None):
+    def __init__(self, quiet: bool = False, console: Console | None = None, prefix: str = ""):
         self.console = console or Console(highlight=False)
+        self.prefix = prefix  # on the terminal only: e.g. which worker's child a line is from
         if not self.console.is_terminal and "COLUMNS" not in os.environ:
             self.console.width = 120  # logs and pipes: room for a whole table row
         self.live_bars = self.console.is_terminal and not quiet and sys.stdout.isatty()
@@ -29,7 +30,8 @@ class Reporter:
         self.study = None  # a StudyProgress while `reproduce` runs: epoch lines then say where the study stands
 
     def line(self, text: str) -> None:
-        self.console.print(text, markup=False, soft_wrap=True)
+        shown = text if text.startswith(self.prefix) else self.prefix + text
+        self.console.print(shown, markup=False, soft_wrap=True)
         for run in self.logs:
             run.log(text)
 

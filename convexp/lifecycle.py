@@ -23,6 +23,7 @@ import torch
 from convexp.config import dump_yaml, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull
+from convexp.executor import SEQUENTIAL, Execution, auto_jobs
 from convexp.runs import RunFolder, environment, now, run_lock
 from convexp.train import CHECKPOINT
 
@@ -38,6 +39,8 @@ class RunOptions:
     out: Path = Path("runs")
     name: str | None = None
     quiet: bool = False
+    jobs: str = "1"  # studies: children at once, or "auto"
+    threads: int = 0  # studies: CPU threads per child (0: the cores divided among the jobs)
 
 
 def experiment_module(command: str) -> ModuleType:
@@ -62,7 +65,8 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
     if device.type == "cuda" and deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by cuBLAS for determinism
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+        if torch.backends.cudnn.benchmark:  # written only when on: PyTorch's test harness locks these flags
+            torch.backends.cudnn.benchmark = False
 
 
 def load_experiment_config(command: str, config_class: type, options: RunOptions):
@@ -80,6 +84,19 @@ def load_experiment_config(command: str, config_class: type, options: RunOptions
     return load_config(config_class, path, overrides)
 
 
+def execution_of(jobs: str, threads: int, device: torch.device) -> Execution:
+    """--jobs N | auto and --threads T, checked: one line for a bad value."""
+    if jobs == "auto":
+        count = auto_jobs(device.type)
+    elif jobs.isdigit() and int(jobs) >= 1:
+        count = int(jobs)
+    else:
+        raise ConvexpError(f"--jobs {jobs!r} must be a whole number of at least 1, or auto")
+    if threads < 0:
+        raise ConvexpError(f"--threads {threads} must be 1 or more (0: the cores divided among the jobs)")
+    return Execution(jobs=count, threads=threads)
+
+
 def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None = None) -> RunFolder:
     """Load and check the experiment's config (then `adjust` it: options composed as values),
     create the run folder, and call the experiment's run() in it."""
@@ -88,12 +105,13 @@ def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None =
     if adjust is not None:
         config = adjust(config)
     device = resolve_device(config.device)
+    execution = execution_of(options.jobs, options.threads, device)
     run = RunFolder.create(options.out, command, options.name)
-    run_experiment(experiment, config, run, device, Reporter(quiet=options.quiet), name=options.name)
+    run_experiment(experiment, config, run, device, Reporter(quiet=options.quiet), execution, name=options.name)
     return run
 
 
-def resume(run_dir: Path, quiet: bool = False) -> RunFolder:
+def resume(run_dir: Path, quiet: bool = False, jobs: str = "1", threads: int = 0) -> RunFolder:
     run = RunFolder(run_dir)
     summary = run.read_summary() if run.path.is_dir() else {}
     if summary.get("child_of"):
@@ -107,17 +125,20 @@ def resume(run_dir: Path, quiet: bool = False) -> RunFolder:
     experiment = experiment_module(command)
     config = load_config(experiment.Config, run.path / "config.yaml")
     device = resolve_device(config.device)
+    execution = execution_of(jobs, threads, device)
     reporter = Reporter(quiet=quiet)
     reporter.line(f"resuming {command} in {run.path}")
-    run_experiment(experiment, config, run, device, reporter)
+    run_experiment(experiment, config, run, device, reporter, execution)
     return run
 
 
 def run_experiment(experiment: ModuleType, config, run: RunFolder, device: torch.device, reporter: Reporter,
-                   **open_options) -> None:
-    """The experiment's run() inside the run's life manager; what it returns joins summary.json."""
+                   execution: Execution = SEQUENTIAL, **open_options) -> None:
+    """The experiment's run() inside the run's life manager; what it returns joins summary.json.
+    A study (its module says STUDY = True) gets `execution`: how to run its children."""
+    study = {"execution": execution} if getattr(experiment, "STUDY", False) else {}
     with open_run(run, command_name(experiment), config, device, reporter, **open_options):
-        run.update_summary(**(experiment.run(config, run, device, reporter) or {}))
+        run.update_summary(**(experiment.run(config, run, device, reporter, **study) or {}))
 
 
 @contextlib.contextmanager
@@ -204,6 +225,10 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """
 
     def handler(signum, frame):
+        # One is enough: a second signal (Ctrl-C pressed twice, or a study's driver stopping its
+        # workers after Ctrl-C reached them too) must not cut short the saving it started.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     try:

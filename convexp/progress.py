@@ -34,29 +34,31 @@ class StudyProgress:
         self.total = sum(work.values())
         self.kept = 0.0  # work of steps finished in an earlier session
         self.done = 0.0  # work done in this session
-        self.step: str | None = None
-        self.step_done = 0.0
+        self.step: str | None = None  # the step training in this process, whose epochs report here
+        self.step_done: dict[str, float] = {}  # work done so far of each step begun (several at once with --jobs)
         self.started = time.perf_counter()
 
     def keep(self, step: str) -> None:
         self.kept += self.work[step]
 
     def begin(self, step: str) -> None:
-        self.step, self.step_done = step, 0.0
+        self.step = step
+        self.step_done[step] = 0.0
 
     def epoch_finished(self) -> str:
         """Called after every training epoch of the current step; returns the study's standing."""
         if self.step is not None:
             share = self.work[self.step] / max(1, self.epochs[self.step])
-            share = min(share, self.work[self.step] - self.step_done)  # a resumed child may overrun
-            self.step_done += share
+            share = min(share, self.work[self.step] - self.step_done[self.step])  # a resumed child may overrun
+            self.step_done[self.step] += share
             self.done += share
         return self.describe()
 
-    def end(self) -> None:
-        if self.step is not None:
-            self.done += self.work[self.step] - self.step_done
-        self.step = None
+    def end(self, step: str) -> None:
+        """The step has ended (here or in a worker): whatever of its work was not counted yet, is."""
+        self.done += self.work[step] - self.step_done.pop(step, 0.0)
+        if self.step == step:
+            self.step = None
 
     def eta_seconds(self) -> float | None:
         elapsed = time.perf_counter() - self.started

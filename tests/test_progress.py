@@ -46,7 +46,7 @@ def test_a_resumed_child_cannot_push_a_step_past_its_work():
     study.begin("a")
     study.epoch_finished()
     study.epoch_finished()  # one more epoch than planned
-    study.end()
+    study.end("a")
     assert study.done == 10.0
 
 

@@ -1,4 +1,8 @@
-"""Pieces several experiments share: child runs of a study, and their failure handling."""
+"""Pieces several experiments share: child runs of a study, and their failure handling.
+
+A study trains its unfinished children through the executor (here or in worker processes),
+then reads every completed child back from its folder (`read_child`) to aggregate.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import torch.nn as nn
 from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.errors import ConvexpError, DiskFull
+from convexp.executor import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.models import to_device
 from convexp.runs import RunFolder
-from convexp.train import TrainResult, seed_everything, train_unit
+from convexp.train import TrainResult, read_completed, seed_everything, train_unit
 
 
 def train_child(
@@ -67,3 +72,27 @@ def finish_study(run: RunFolder, headline: dict, failed: list[str], total: int) 
         raise ConvexpError(f"{len(failed)} of {total} runs of this study failed ({', '.join(failed)}): each one's "
                            f"summary.json says why; fix the cause, then `convexp resume {run.path}` runs them again")
     return headline
+
+
+def train_children(run: RunFolder, points: dict, train_point: Callable, cpu_splits: Splits, splits: Splits,
+                   device: torch.device, execution: Execution, reporter: Reporter, work: Callable = lambda c: 1.0) -> None:
+    """Train every point {child name: child config} not completed yet, through the executor.
+
+    `train_point(parent, name, config, splits, device, reporter)` is the experiment's module-level
+    function for one child. Workers get the CPU splits (shared memory) and move them to their
+    device; training here uses the `splits` already there.
+    """
+    tasks = [ChildTask(name, run.path / name, train_point, work=work(child_config),
+                       kwargs={"parent": run.path, "name": name, "config": child_config, "device": str(device),
+                               "splits": splits if execution.jobs <= 1 else cpu_splits})
+             for name, child_config in points.items() if run.child(name).status != "completed"]
+    run_children(tasks, execution, reporter)
+
+
+def read_child(parent: RunFolder, name: str, child_config, make_model: Callable[[], nn.Module], splits: Splits,
+               device: torch.device) -> tuple[RunFolder, TrainResult | None]:
+    """A child's results read back from its folder (test accuracy evaluated again), or None unless completed."""
+    child = parent.child(name)
+    if child.status != "completed":
+        return child, None
+    return child, read_completed(child, to_device(make_model(), device), splits, child_config.train)

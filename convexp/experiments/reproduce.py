@@ -20,6 +20,7 @@ import torch
 from convexp.config import ReproduceConfig, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull
+from convexp.executor import SEQUENTIAL, ChildTask, Execution, run_children
 from convexp.experiments.common import finish_study
 from convexp.lifecycle import experiment_module, run_experiment
 from convexp.progress import StudyProgress, conv_net_macs, duration
@@ -27,6 +28,7 @@ from convexp.runs import RunFolder
 from convexp.varres import build_varres
 
 Config = ReproduceConfig  # what `convexp reproduce` reads from configs/reproduce.yaml
+STUDY = True  # its steps can run in parallel (--jobs)
 
 
 @dataclass(frozen=True)
@@ -155,42 +157,60 @@ def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -
     return root
 
 
-def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
-
+def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter,
+        execution: Execution = SEQUENTIAL) -> dict:
     plan = steps(config, varres_folder(config, run, reporter), device)
     planned = {step.name: planned_work(step) for step in plan}
     progress = StudyProgress({n: w for n, (w, _) in planned.items()}, {n: e for n, (_, e) in planned.items()})
     seconds: dict[str, float] = dict(run.read_summary().get("step_seconds", {}))
-    failed: list[str] = []
-    reporter.study = progress
+    number = {step.name: f"[{index}/{len(plan)}] {step.question} {step.name}" for index, step in enumerate(plan, start=1)}
+    tasks = []
+    for step in plan:
+        if run.child(step.name).status == "completed":
+            progress.keep(step.name)
+            reporter.line(f"{number[step.name]}: completed earlier, kept")
+            continue
+        tasks.append(ChildTask(step.name, run.path / step.name, run_step, work=planned[step.name][0], kwargs={
+            "parent": run.path, "name": step.name, "command": step.command, "config": step.config,
+            "question": step.question, "device": str(device)}))
+
+    def started(task: ChildTask) -> None:
+        progress.begin(task.name)
+        command = task.kwargs["command"]
+        reporter.line(f"{number[task.name]}: convexp {command} | {progress.describe()}")
+
+    def ended(task: ChildTask, spent: float) -> None:
+        progress.end(task.name)
+        seconds[task.name] = round(seconds.get(task.name, 0.0) + spent, 1)
+        run.update_summary(step_seconds=seconds)
+
+    reporter.study = progress if execution.jobs <= 1 else None  # epoch lines say where the study stands
+    wall = time.perf_counter()
     try:
-        for index, step in enumerate(plan, start=1):
-            child = run.child(step.name)
-            if child.status == "completed":
-                progress.keep(step.name)
-                reporter.line(f"[{index}/{len(plan)}] {step.question} {step.name}: completed earlier, kept")
-                continue
-            reporter.line(f"[{index}/{len(plan)}] {step.question} {step.name}: convexp {step.command} | {progress.describe()}")
-            progress.begin(step.name)
-            started = time.perf_counter()
-            try:
-                run_experiment(experiment_module(step.command), step.config, child, device, reporter, name=step.name,
-                               parent=run, question=step.question)
-            except DiskFull:
-                raise
-            except ConvexpError as exc:  # the step is marked failed; the study goes on with the others
-                reporter.line(f"[{index}/{len(plan)}] {step.name} failed: {exc}")
-                failed.append(step.name)
-            finally:
-                seconds[step.name] = round(seconds.get(step.name, 0.0) + time.perf_counter() - started, 1)
-                run.update_summary(step_seconds=seconds)
-                progress.end()
+        run_children(tasks, execution, reporter, on_start=started, on_end=ended)
     finally:
         reporter.study = None
+    wall_seconds = round(time.perf_counter() - wall, 1)
     show_step_times(reporter, plan, seconds)
+    reporter.line(f"this session: {duration(wall_seconds)} wall clock, {execution.jobs} step(s) at once")
+    failed = [step.name for step in plan if run.child(step.name).status != "completed"]
     headline = {"steps": [s.name for s in plan], "questions": {s.name: s.question for s in plan},
-                "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)}
+                "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
+                "wall_seconds": wall_seconds, "jobs": execution.jobs}
     return finish_study(run, headline, failed, len(plan))
+
+
+def run_step(parent: Path, name: str, command: str, config: Any, question: str, device: str, reporter: Reporter) -> None:
+    """One step, here or in a worker process: a whole experiment run as the study's child.
+    A failure is recorded in the step's folder and the study goes on; a full disk stops it."""
+    study = RunFolder(parent)
+    try:
+        run_experiment(experiment_module(command), config, study.child(name), torch.device(device), reporter,
+                       name=name, parent=study, question=question)
+    except DiskFull:
+        raise
+    except ConvexpError as exc:
+        reporter.line(f"{name} failed: {exc}")
 
 
 def show_step_times(reporter: Reporter, plan: list[Step], seconds: dict[str, float]) -> None:

@@ -3,35 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
 from convexp import plots
 from convexp.config import SweepBatchConfig
 from convexp.console import Reporter
-from convexp.data import load_mnist
-from convexp.experiments.common import finish_study, train_child
+from convexp.data import Splits, load_mnist
+from convexp.executor import SEQUENTIAL, Execution
+from convexp.experiments.common import finish_study, read_child, train_child, train_children
 from convexp.models import MNISTConvNet
 from convexp.runs import RunFolder
 from convexp.stats import mean_std
 
 Config = SweepBatchConfig  # what `convexp sweep-batch` reads from configs/sweep-batch.yaml
+STUDY = True  # its child runs can run in parallel (--jobs)
 
 
-def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
-    splits = load_mnist(config.data).to(device)
-    points = [(b, s) for b in config.sweep.batch_sizes for s in config.sweep.seeds]
+def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter: Reporter,
+        execution: Execution = SEQUENTIAL) -> dict:
+    cpu_splits = load_mnist(config.data)
+    splits = cpu_splits.to(device)
+    points = {f"bs{b}-seed{s}": dataclasses.replace(config, seed=s, train=dataclasses.replace(config.train, batch_size=b))
+              for b in config.sweep.batch_sizes for s in config.sweep.seeds}
     reporter.line(f"sweep: {len(points)} runs (batch sizes {config.sweep.batch_sizes} x seeds {config.sweep.seeds})")
+    train_children(run, points, train_point, cpu_splits, splits, device, execution, reporter,
+                   work=lambda c: c.train.epochs / c.train.batch_size ** 0.5)  # small batches: more steps, longer
     rows, curves = [], {}
-    for batch_size, seed in points:
-        child_config = dataclasses.replace(
-            config, seed=seed, train=dataclasses.replace(config.train, batch_size=batch_size)
-        )
-        child, result = train_child(
-            run, "sweep-batch", f"bs{batch_size}-seed{seed}", child_config, lambda: MNISTConvNet(config.model.conv),
-            splits, device, reporter,
-        )
-        rows.append(child_row(batch_size, seed, child, result))
+    for name, child_config in points.items():
+        child, result = read_child(run, name, child_config, lambda: MNISTConvNet(config.model.conv), splits, device)
+        batch_size = child_config.train.batch_size
+        rows.append(child_row(batch_size, child_config.seed, child, result))
         if result is not None:
             curves.setdefault(batch_size, []).append(result.history)
     run.write_csv("summary.csv", rows)
@@ -40,6 +43,13 @@ def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter
     show_table(reporter, aggregate)
     headline = {"results": aggregate, "children": [r["run"] for r in rows], "data": splits.record()}
     return finish_study(run, headline, [r["run"] for r in rows if r["status"] != "completed"], len(rows))
+
+
+def train_point(parent: Path, name: str, config: SweepBatchConfig, splits: Splits, device: str, reporter: Reporter) -> None:
+    """One (batch size, seed) child, here or in a worker process."""
+    on = torch.device(device)
+    train_child(RunFolder(parent), "sweep-batch", name, config, lambda: MNISTConvNet(config.model.conv),
+                splits.to(on), on, reporter)
 
 
 def child_row(batch_size: int, seed: int, child: RunFolder, result) -> dict:

@@ -7,6 +7,7 @@ interleaved in a fresh random order every epoch.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -15,48 +16,66 @@ from convexp.config import VarresPoolConfig
 from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.experiments.classification import classification_breakdown, write_breakdown
-from convexp.experiments.common import finish_study, train_child
+from convexp.executor import SEQUENTIAL, Execution
+from convexp.experiments.common import finish_study, read_child, train_child, train_children
 from convexp.models import VariableInputNet, count_parameters
 from convexp.runs import RunFolder
 from convexp.stats import mean_std
 from convexp.varres import load_varres
 
 Config = VarresPoolConfig  # what `convexp varres-pool` reads from configs/varres-pool.yaml
+STUDY = True  # its child runs can run in parallel (--jobs)
 
 
-def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter: Reporter,
+        execution: Execution = SEQUENTIAL) -> dict:
     train, val, test = load_varres(config.data)
-    splits = Splits(train, val, test, config.data.root).to(device)
+    cpu_splits = Splits(train, val, test, config.data.root)
+    splits = cpu_splits.to(device)
     n = config.model.channels
     parameters = count_parameters(VariableInputNet(n))
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
                   f"buckets {test.resolutions} px; N={n} ({parameters} parameters)")
+    points = {f"{pooling}-seed{seed}": dataclasses.replace(config, seed=seed, seeds=[seed],
+                                                          model=dataclasses.replace(config.model, pooling=[pooling]))
+              for pooling in config.model.pooling for seed in config.seeds}
+    train_children(run, points, train_point, cpu_splits, splits, device, execution, reporter)
     breakdowns: dict[str, list[dict]] = {}
     histories: dict[str, list] = {}
     failed: list[str] = []
-    for pooling in config.model.pooling:
-        for seed in config.seeds:
-            child_config = dataclasses.replace(config, seed=seed, seeds=[seed],
-                                               model=dataclasses.replace(config.model, pooling=[pooling]))
-            title = f"varres-pool ({pooling}, seed {seed}): test confusion matrix"
-
-            def add_breakdown(child, result, title=title):  # into the child, before it is marked completed
-                write_breakdown(child, classification_breakdown(result.test, splits.test, test.resolutions), title)
-
-            child, result = train_child(run, "varres-pool", f"{pooling}-seed{seed}", child_config,
-                                        lambda: VariableInputNet(n, pooling, config.model.conv), splits, device, reporter,
-                                        after_training=add_breakdown)
-            if result is None:
-                failed.append(child.path.name)
-                continue
-            breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
-            breakdowns.setdefault(pooling, []).append(breakdown | {"seconds_per_epoch": result.summary["seconds_per_epoch"]})
-            histories.setdefault(pooling, []).append(result.history)
+    for name, child_config in points.items():
+        pooling = child_config.model.pooling[0]
+        child, result = read_child(run, name, child_config, lambda: network(child_config), splits, device)
+        if result is None:
+            failed.append(child.path.name)
+            continue
+        breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
+        breakdowns.setdefault(pooling, []).append(breakdown | {"seconds_per_epoch": result.summary["seconds_per_epoch"]})
+        histories.setdefault(pooling, []).append(result.history)
     results = {pooling: aggregate(items) for pooling, items in breakdowns.items()}
     write_plots(run, results, breakdowns, histories, test.resolutions)
     show_table(reporter, results, test.resolutions)
     headline = {"results": results, "parameters": parameters, "data": splits.record()}
-    return finish_study(run, headline, failed, len(config.model.pooling) * len(config.seeds))
+    return finish_study(run, headline, failed, len(points))
+
+
+def network(config: VarresPoolConfig) -> VariableInputNet:
+    """One child's network: its config names a single pooling."""
+    return VariableInputNet(config.model.channels, config.model.pooling[0], config.model.conv)
+
+
+def train_point(parent: Path, name: str, config: VarresPoolConfig, splits: Splits, device: str, reporter: Reporter) -> None:
+    """One (pooling, seed) child, here or in a worker process; its test breakdown is written into it
+    before it is marked completed."""
+    on = torch.device(device)
+    splits = splits.to(on)
+    title = f"varres-pool ({config.model.pooling[0]}, seed {config.seed}): test confusion matrix"
+
+    def add_breakdown(child, result):
+        write_breakdown(child, classification_breakdown(result.test, splits.test, splits.test.resolutions), title)
+
+    train_child(RunFolder(parent), "varres-pool", name, config, lambda: network(config), splits, on, reporter,
+                after_training=add_breakdown)
 
 
 def aggregate(breakdowns: list[dict]) -> dict:

@@ -1,0 +1,219 @@
+"""Where a study's child runs execute: one after another here, or several at once in worker processes.
+
+A study (sweep-batch, varres-pool, reproduce) hands over its unfinished children as
+`ChildTask`s. Each task trains one child into its own folder under the study and records there
+how it ended, through lifecycle.open_run like any run; the study then reads every child back
+from its folder, so aggregation is the same whichever way the children ran.
+
+With `jobs` > 1 each child runs in a fresh worker process (spawned, so CUDA works in it), at
+most `jobs` at once, each with `threads` CPU threads. A worker that dies (killed, out of
+memory) leaves its child `failed` with the reason; the others go on. Ctrl-C or SIGTERM stops
+every worker, each saving its child as `interrupted`, and leaves no process behind.
+
+On the CPU the thread count changes a child's numbers in the last bits (PyTorch splits sums
+across threads), so a child matches a sequential run exactly when both used the same `threads`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convexp.console import Reporter
+from convexp.errors import ConvexpError
+from convexp.runs import RunFolder
+
+STOP_GRACE_SECONDS = 60  # a stopped worker saves its checkpoint in this time, or is killed
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a study runs its children: `jobs` at once, `threads` CPU threads each (0: the cores
+    divided among the jobs)."""
+
+    jobs: int = 1
+    threads: int = 0
+
+    def threads_per_child(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+
+
+def auto_jobs(device_type: str) -> int:
+    """--jobs auto: one child per core on the CPU (two threads beat one by only 1.2-1.6x here);
+    on a GPU one per two cores, each feeding the GPU from its own Python process."""
+    cores = os.cpu_count() or 1
+    return max(1, cores if device_type == "cpu" else cores // 2)
+
+
+SEQUENTIAL = Execution()
+
+
+@dataclass(frozen=True)
+class ChildTask:
+    """One child run: `function(**kwargs, reporter=...)` trains it into `folder`.
+
+    `function` is defined at module level, so a worker process can import it by name; kwargs are
+    plain values, typed configs and CPU tensors (which reach a worker through shared memory).
+    `work` orders parallel runs, largest first, so the last to start are short.
+    """
+
+    name: str
+    folder: Path
+    function: Callable[..., Any]
+    kwargs: dict = field(default_factory=dict)
+    work: float = 0.0
+
+
+OnStart = Callable[[ChildTask], None]
+OnEnd = Callable[[ChildTask, float], None]  # the task, and the seconds it took
+
+
+def run_children(tasks: list[ChildTask], execution: Execution, reporter: Reporter,
+                 on_start: OnStart = lambda task: None, on_end: OnEnd = lambda task, seconds: None) -> dict[str, float]:
+    """Run every task; each child's folder says how it ended. Returns seconds per task, once all have ended.
+
+    on_start / on_end are called here, in this process, as each task starts and ends."""
+    seconds: dict[str, float] = {}
+    hooks = (on_start, on_end)
+    if execution.jobs <= 1:
+        with thread_count(execution.threads):
+            for task in tasks:
+                on_start(task)
+                started = time.perf_counter()
+                try:
+                    task.function(**task.kwargs, reporter=reporter)
+                finally:
+                    seconds[task.name] = time.perf_counter() - started
+                    on_end(task, seconds[task.name])
+        return seconds
+    run_in_workers(sorted(tasks, key=lambda t: -t.work), execution, reporter, seconds, hooks)
+    return seconds
+
+
+@contextlib.contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` (0: left as they are) for the duration."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_in_workers(tasks: list[ChildTask], execution: Execution, reporter: Reporter, seconds: dict[str, float],
+                   hooks: tuple[OnStart, OnEnd]) -> None:
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")  # fork would copy a CUDA context and the parent's threads
+    threads = execution.threads_per_child()
+    pending = list(tasks)
+    running: dict[Any, tuple[Any, ChildTask, float]] = {}  # sentinel -> (process, task, start time)
+    reporter.line(f"running {len(tasks)} child run(s), {execution.jobs} at once, {threads} CPU thread(s) each")
+    try:
+        while pending or running:
+            while pending and len(running) < execution.jobs:
+                task = pending.pop(0)
+                hooks[0](task)
+                process = context.Process(target=work_in_worker, args=(task, threads), name=f"convexp {task.name}")
+                process.start()
+                running[process.sentinel] = (process, task, time.perf_counter())
+                reporter.line(f"[{task.name}] started (worker process {process.pid})")
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                process, task, started = running.pop(sentinel)
+                process.join()
+                status = settle(task, process.exitcode)
+                seconds[task.name] = time.perf_counter() - started
+                reporter.line(f"[{task.name}] {status} after {seconds[task.name]:.0f} s"
+                              f"{'' if not pending else f'; {len(pending)} waiting'}")
+                hooks[1](task, seconds[task.name])
+    except KeyboardInterrupt:
+        stop_workers([process for process, _, _ in running.values()])
+        for process, task, started in running.values():
+            settle(task, process.exitcode, stopped=True)
+            seconds[task.name] = time.perf_counter() - started
+        raise
+
+
+def work_in_worker(task: ChildTask, threads: int) -> None:
+    """A worker process's whole life: one child, then exit (code 130 when interrupted)."""
+    from convexp.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does, before any tensor exists
+    stop_with_parent()
+    torch.set_num_threads(threads)
+    reporter = Reporter(quiet=True, prefix=f"[{task.name}] ")
+    try:
+        task.function(**task.kwargs, reporter=reporter)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ConvexpError as exc:  # already recorded in the child's folder
+        reporter.line(f"failed: {exc}")
+        sys.exit(2)
+
+
+def stop_with_parent() -> None:
+    """Linux: SIGTERM this worker when the study's process dies, even by SIGKILL, so no worker
+    trains on as an orphan; the SIGTERM saves its child as interrupted."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def settle(task: ChildTask, exit_code: int | None, stopped: bool = False) -> str:
+    """The child's status once its worker has ended; one its dead worker left unfinished becomes
+    failed, or interrupted when the study stopped it (Ctrl-C, SIGTERM)."""
+    from convexp.lifecycle import set_final
+
+    child = RunFolder(task.folder)
+    try:
+        status = child.status
+    except ConvexpError:  # a damaged summary.json: the child did not end well either
+        status = None
+    if status in ("completed", "failed", "interrupted"):
+        return status
+    child.path.mkdir(parents=True, exist_ok=True)
+    if stopped:
+        set_final(child, status="interrupted", name=task.name)
+        return "interrupted"
+    reason = worker_death(exit_code)
+    set_final(child, status="failed", error=reason, name=task.name)
+    return f"failed ({reason})"
+
+
+def worker_death(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        why = "killed, or out of memory" if -exit_code == signal.SIGKILL else "stopped"
+        return f"its worker process died of {name} ({why}) before the run ended; `convexp resume` runs it again"
+    return f"its worker process exited with code {exit_code} before the run ended; `convexp resume` runs it again"
+
+
+def stop_workers(processes: list) -> None:
+    """SIGTERM every live worker (each saves its child as interrupted), then SIGKILL stragglers."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -16,8 +16,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import convexp.cli, torch, torchvision" && touch $@
+	$(BIN)/pip install --quiet -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -c "import convexp.cli, torch, torchvision, ray" && touch $@
 
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)

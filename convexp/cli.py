@@ -30,16 +30,19 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (overrides the
 OutOpt = Annotated[Path, typer.Option(help="Parent folder of run folders.")]
 NameOpt = Annotated[Optional[str], typer.Option(help="Suffix for the run folder's name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")]
-JobsOpt = Annotated[str, typer.Option(help="Child runs at once, each in its own worker process: N or auto.")]
-ThreadsOpt = Annotated[int, typer.Option(help="CPU threads per child run (0: the cores divided among the jobs). "
+JobsOpt = Annotated[Optional[str], typer.Option(help="Child runs at once, each in its own worker process: N or auto "
+                                                    "(default 1; with --executor ray, as many as Ray's resources allow).")]
+ThreadsOpt = Annotated[int, typer.Option(help="CPU threads per child run (0: the cores divided among the jobs; 1 on Ray). "
                                               "A child's CPU numbers depend on it in the last bits.")]
+ExecutorOpt = Annotated[str, typer.Option(help="local (worker processes here) or ray (Ray tasks: a cluster, or a local instance).")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else start a local instance).")]
 
 
-def options(config, set_, device, seed, out, name, quiet, jobs="1", threads=0):
+def options(config, set_, device, seed, out, name, quiet, jobs=None, threads=0, executor="local", ray_address=None):
     """The options every experiment command shares, as lifecycle.RunOptions."""
     from convexp.lifecycle import RunOptions
 
-    return RunOptions(config, list(set_ or []), device, seed, out, name, quiet, jobs, threads)
+    return RunOptions(config, list(set_ or []), device, seed, out, name, quiet, jobs, threads, executor, ray_address)
 
 
 # One command per experiment: lifecycle.start loads the experiment module's typed `Config` from
@@ -59,13 +62,13 @@ def train_mnist(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt
 
 @app.command("sweep-batch")
 def sweep_batch(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = "1",
-                threads: ThreadsOpt = 0) -> None:
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None,
+                threads: ThreadsOpt = 0, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None) -> None:
     """Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves."""
     from convexp.experiments import sweep_batch as experiment
     from convexp.lifecycle import start
 
-    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads))
+    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads, executor, ray_address))
 
 
 @app.command("augment")
@@ -90,13 +93,13 @@ def varres_resize(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceO
 
 @app.command("varres-pool")
 def varres_pool(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = "1",
-                threads: ThreadsOpt = 0) -> None:
+                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None,
+                threads: ThreadsOpt = 0, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None) -> None:
     """Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17)."""
     from convexp.experiments import varres_pool as experiment
     from convexp.lifecycle import start
 
-    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads))
+    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads, executor, ray_address))
 
 
 @app.command("bench")
@@ -147,7 +150,8 @@ def make_varres(
 def reproduce(
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None,
     fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One seed, one epoch of 5 batches per run: a pipeline check.")] = False,
-    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = "1", threads: ThreadsOpt = 0,
+    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
+    executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
 ) -> None:
     """Run the whole study (every experiment, several seeds) into one parent run folder."""
     import dataclasses
@@ -158,7 +162,8 @@ def reproduce(
     def with_options(loaded):
         return dataclasses.replace(loaded, fast_dev_run=True) if fast_dev_run else loaded
 
-    start(experiment, options(config, set_, device, None, out, name, quiet, jobs, threads), with_options)
+    start(experiment, options(config, set_, device, None, out, name, quiet, jobs, threads, executor, ray_address),
+          with_options)
 
 
 @app.command()
@@ -186,12 +191,13 @@ def list_runs(out: OutOpt = Path("runs")) -> None:
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.")],
-    quiet: QuietOpt = False, jobs: JobsOpt = "1", threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0, executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Continue an interrupted run from its last completed epoch (a study: its unfinished children)."""
     from convexp.lifecycle import resume as resume_run
 
-    resume_run(run_dir, quiet, jobs, threads)
+    resume_run(run_dir, quiet, jobs, threads, executor, ray_address)
 
 
 def main(argv: list[str] | None = None) -> int:

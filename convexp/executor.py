@@ -39,13 +39,21 @@ STOP_GRACE_SECONDS = 60  # a stopped worker saves its checkpoint in this time, o
 @dataclass(frozen=True)
 class Execution:
     """How a study runs its children: `jobs` at once, `threads` CPU threads each (0: the cores
-    divided among the jobs)."""
+    divided among the jobs), here ("local") or as Ray tasks ("ray", at `ray_address` or on a
+    local Ray instance; there jobs 0 leaves how many run at once to Ray's scheduler)."""
 
     jobs: int = 1
     threads: int = 0
+    executor: str = "local"
+    ray_address: str | None = None
 
     def threads_per_child(self) -> int:
-        return self.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+
+    @property
+    def in_this_process(self) -> bool:
+        """Children train here, one after another (not in workers): they can share this process's tensors."""
+        return self.executor == "local" and self.jobs <= 1
 
 
 def auto_jobs(device_type: str) -> int:
@@ -72,6 +80,7 @@ class ChildTask:
     function: Callable[..., Any]
     kwargs: dict = field(default_factory=dict)
     work: float = 0.0
+    epochs: int = 0  # planned, of the child and its own children: for the live view
 
 
 OnStart = Callable[[ChildTask], None]
@@ -85,7 +94,12 @@ def run_children(tasks: list[ChildTask], execution: Execution, reporter: Reporte
     on_start / on_end are called here, in this process, as each task starts and ends."""
     seconds: dict[str, float] = {}
     hooks = (on_start, on_end)
-    if execution.jobs <= 1:
+    if execution.executor == "ray":
+        from convexp.ray_executor import run_on_ray
+
+        run_on_ray(sorted(tasks, key=lambda t: -t.work), execution, reporter, seconds, hooks)
+        return seconds
+    if execution.in_this_process:
         with thread_count(execution.threads):
             for task in tasks:
                 on_start(task)
@@ -120,40 +134,71 @@ def run_in_workers(tasks: list[ChildTask], execution: Execution, reporter: Repor
     threads = execution.threads_per_child()
     pending = list(tasks)
     running: dict[Any, tuple[Any, ChildTask, float]] = {}  # sentinel -> (process, task, start time)
+    ended: dict[str, str] = {}  # name -> final status
     reporter.line(f"running {len(tasks)} child run(s), {execution.jobs} at once, {threads} CPU thread(s) each")
-    try:
-        while pending or running:
-            while pending and len(running) < execution.jobs:
-                task = pending.pop(0)
-                hooks[0](task)
-                process = context.Process(target=work_in_worker, args=(task, threads), name=f"convexp {task.name}")
-                process.start()
-                running[process.sentinel] = (process, task, time.perf_counter())
-                reporter.line(f"[{task.name}] started (worker process {process.pid})")
-            for sentinel in multiprocessing.connection.wait(list(running)):
-                process, task, started = running.pop(sentinel)
-                process.join()
-                status = settle(task, process.exitcode)
+    with live_view(reporter, tasks, running, ended) as refresh:
+        try:
+            while pending or running:
+                while pending and len(running) < execution.jobs:
+                    task = pending.pop(0)
+                    hooks[0](task)
+                    process = context.Process(target=work_in_worker, args=(task, threads, refresh is not None),
+                                              name=f"convexp {task.name}")
+                    process.start()
+                    running[process.sentinel] = (process, task, time.perf_counter())
+                    reporter.line(f"[{task.name}] started (worker process {process.pid})")
+                for sentinel in multiprocessing.connection.wait(list(running), timeout=1.0):
+                    process, task, started = running.pop(sentinel)
+                    process.join()
+                    ended[task.name] = settle(task, process.exitcode)
+                    seconds[task.name] = time.perf_counter() - started
+                    reporter.line(f"[{task.name}] {ended[task.name]} after {seconds[task.name]:.0f} s"
+                                  f"{'' if not pending else f'; {len(pending)} waiting'}")
+                    hooks[1](task, seconds[task.name])
+                if refresh is not None:
+                    refresh()
+        except KeyboardInterrupt:
+            stop_workers([process for process, _, _ in running.values()])
+            for process, task, started in running.values():
+                settle(task, process.exitcode, stopped=True)
                 seconds[task.name] = time.perf_counter() - started
-                reporter.line(f"[{task.name}] {status} after {seconds[task.name]:.0f} s"
-                              f"{'' if not pending else f'; {len(pending)} waiting'}")
-                hooks[1](task, seconds[task.name])
-    except KeyboardInterrupt:
-        stop_workers([process for process, _, _ in running.values()])
-        for process, task, started in running.values():
-            settle(task, process.exitcode, stopped=True)
-            seconds[task.name] = time.perf_counter() - started
-        raise
+            raise
 
 
-def work_in_worker(task: ChildTask, threads: int) -> None:
-    """A worker process's whole life: one child, then exit (code 130 when interrupted)."""
+@contextlib.contextmanager
+def live_view(reporter: Reporter, tasks: list[ChildTask], running: dict, ended: dict[str, str]):
+    """On a terminal: one live table of every child (status, epoch, validation accuracy, ETA),
+    refreshed by the loop; yields its refresh function, or None where lines are printed instead."""
+    if not reporter.live_bars:
+        yield None
+        return
+    from rich.live import Live
+
+    from convexp.study_view import child_progress, progress_table
+
+    def table():
+        started = {task.name: start for _, task, start in running.values()}
+        rows = [child_progress(t.name, t.folder, t.epochs, started.get(t.name),
+                               ended.get(t.name, "running" if t.name in started else "waiting")) for t in tasks]
+        return progress_table(rows)
+
+    with Live(table(), console=reporter.console, refresh_per_second=1, transient=False) as live:
+        yield lambda: live.update(table())
+        live.update(table())
+
+
+def work_in_worker(task: ChildTask, threads: int, silent: bool = False) -> None:
+    """A worker process's whole life: one child, then exit (code 130 when interrupted).
+    `silent`: the study shows a live table, so the worker's lines go to its child's log.txt only."""
+    from rich.console import Console
+
     from convexp.memory import keep_freed_memory
 
     keep_freed_memory()  # as the CLI does, before any tensor exists
     stop_with_parent()
     torch.set_num_threads(threads)
-    reporter = Reporter(quiet=True, prefix=f"[{task.name}] ")
+    console = Console(file=open(os.devnull, "w")) if silent else None
+    reporter = Reporter(quiet=True, console=console, prefix=f"[{task.name}] ")
     try:
         task.function(**task.kwargs, reporter=reporter)
     except KeyboardInterrupt:
@@ -177,9 +222,9 @@ def stop_with_parent() -> None:
         pass
 
 
-def settle(task: ChildTask, exit_code: int | None, stopped: bool = False) -> str:
+def settle(task: ChildTask, exit_code: int | None, stopped: bool = False, reason: str | None = None) -> str:
     """The child's status once its worker has ended; one its dead worker left unfinished becomes
-    failed, or interrupted when the study stopped it (Ctrl-C, SIGTERM)."""
+    failed (for `reason`, or the exit code's), or interrupted when the study stopped it (Ctrl-C, SIGTERM)."""
     from convexp.lifecycle import set_final
 
     child = RunFolder(task.folder)
@@ -193,7 +238,7 @@ def settle(task: ChildTask, exit_code: int | None, stopped: bool = False) -> str
     if stopped:
         set_final(child, status="interrupted", name=task.name)
         return "interrupted"
-    reason = worker_death(exit_code)
+    reason = reason or worker_death(exit_code)
     set_final(child, status="failed", error=reason, name=task.name)
     return f"failed ({reason})"
 

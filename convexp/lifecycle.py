@@ -39,8 +39,10 @@ class RunOptions:
     out: Path = Path("runs")
     name: str | None = None
     quiet: bool = False
-    jobs: str = "1"  # studies: children at once, or "auto"
+    jobs: str | None = None  # studies: children at once, or "auto" (None: 1 here, Ray's choice on Ray)
     threads: int = 0  # studies: CPU threads per child (0: the cores divided among the jobs)
+    executor: str = "local"  # studies: "local" or "ray"
+    ray_address: str | None = None
 
 
 def experiment_module(command: str) -> ModuleType:
@@ -84,9 +86,20 @@ def load_experiment_config(command: str, config_class: type, options: RunOptions
     return load_config(config_class, path, overrides)
 
 
-def execution_of(jobs: str, threads: int, device: torch.device) -> Execution:
-    """--jobs N | auto and --threads T, checked: one line for a bad value."""
-    if jobs == "auto":
+def execution_of(jobs: str | None, threads: int, device: torch.device, executor: str = "local",
+                 ray_address: str | None = None) -> Execution:
+    """--jobs N | auto, --threads T, --executor local | ray and --ray-address, checked: one line for a bad value."""
+    if executor not in ("local", "ray"):
+        raise ConvexpError(f"--executor {executor!r} must be local (worker processes here) or ray (Ray tasks)")
+    if ray_address and executor != "ray":
+        raise ConvexpError("--ray-address is for --executor ray: add it, or drop the address")
+    if executor == "ray":
+        from convexp.ray_executor import import_ray
+
+        import_ray()  # missing: say so now, before any data is read
+    if jobs is None:
+        count = 0 if executor == "ray" else 1  # on Ray: as many at once as its resources allow
+    elif jobs == "auto":
         count = auto_jobs(device.type)
     elif jobs.isdigit() and int(jobs) >= 1:
         count = int(jobs)
@@ -94,7 +107,7 @@ def execution_of(jobs: str, threads: int, device: torch.device) -> Execution:
         raise ConvexpError(f"--jobs {jobs!r} must be a whole number of at least 1, or auto")
     if threads < 0:
         raise ConvexpError(f"--threads {threads} must be 1 or more (0: the cores divided among the jobs)")
-    return Execution(jobs=count, threads=threads)
+    return Execution(jobs=count, threads=threads, executor=executor, ray_address=ray_address)
 
 
 def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None = None) -> RunFolder:
@@ -105,13 +118,14 @@ def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None =
     if adjust is not None:
         config = adjust(config)
     device = resolve_device(config.device)
-    execution = execution_of(options.jobs, options.threads, device)
+    execution = execution_of(options.jobs, options.threads, device, options.executor, options.ray_address)
     run = RunFolder.create(options.out, command, options.name)
     run_experiment(experiment, config, run, device, Reporter(quiet=options.quiet), execution, name=options.name)
     return run
 
 
-def resume(run_dir: Path, quiet: bool = False, jobs: str = "1", threads: int = 0) -> RunFolder:
+def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads: int = 0, executor: str = "local",
+           ray_address: str | None = None) -> RunFolder:
     run = RunFolder(run_dir)
     summary = run.read_summary() if run.path.is_dir() else {}
     if summary.get("child_of"):
@@ -125,7 +139,7 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str = "1", threads: int = 0
     experiment = experiment_module(command)
     config = load_config(experiment.Config, run.path / "config.yaml")
     device = resolve_device(config.device)
-    execution = execution_of(jobs, threads, device)
+    execution = execution_of(jobs, threads, device, executor, ray_address)
     reporter = Reporter(quiet=quiet)
     reporter.line(f"resuming {command} in {run.path}")
     run_experiment(experiment, config, run, device, reporter, execution)

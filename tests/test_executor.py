@@ -24,23 +24,23 @@ from tests.conftest import REPO, invoke, mini, run_cli
 # -- task functions a worker imports by name ------------------------------------------------------
 
 
-def complete(folder: Path, reporter: Reporter) -> None:
-    run = RunFolder(folder)
+def complete(parent: Path, name: str, reporter: Reporter) -> None:
+    run = RunFolder(parent / name)
     run.path.mkdir(exist_ok=True)
     with open_run(run, "train-mnist", TrainMnistConfig(), torch.device("cpu"), reporter, name=run.path.name):
         run.write_text("threads.txt", str(torch.get_num_threads()))
 
 
-def die_while_running(folder: Path, reporter: Reporter) -> None:
+def die_while_running(parent: Path, name: str, reporter: Reporter) -> None:
     """Starts its run, then is killed as the kernel's OOM killer would (SIGKILL)."""
-    run = RunFolder(folder)
+    run = RunFolder(parent / name)
     run.path.mkdir(exist_ok=True)
     with open_run(run, "train-mnist", TrainMnistConfig(), torch.device("cpu"), reporter, name=run.path.name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def tasks_of(tmp_path, functions) -> list[ChildTask]:
-    return [ChildTask(f"c{i}", tmp_path / f"c{i}", f, {"folder": tmp_path / f"c{i}"}) for i, f in enumerate(functions)]
+    return [ChildTask(f"c{i}", tmp_path / f"c{i}", f, {"parent": tmp_path, "name": f"c{i}"}) for i, f in enumerate(functions)]
 
 
 def test_a_dead_worker_leaves_its_child_failed_and_the_others_go_on(tmp_path):
@@ -76,16 +76,39 @@ SWEEP = ["--set", "train.epochs=1", "--set", "train.max_batches=40", "--set", "s
 
 
 @pytest.mark.slow
-def test_jobs_2_gives_byte_identical_children_to_a_sequential_sweep(tmp_path, mnist_root):
-    for jobs in ("1", "2"):
-        result = run_cli("sweep-batch", *mini(mnist_root), *SWEEP, "--jobs", jobs, "--threads", "1",
-                         "--out", str(tmp_path / f"jobs{jobs}"), "-q")
+def test_workers_and_ray_give_byte_identical_children_to_a_sequential_sweep(tmp_path, mnist_root):
+    pytest.importorskip("ray", reason="--executor ray needs Ray: make setup installs it (pip install -e '.[ray]')")
+    ways = {"sequential": ["--jobs", "1"], "jobs2": ["--jobs", "2"], "ray": ["--executor", "ray"]}
+    for way, options in ways.items():
+        result = run_cli("sweep-batch", *mini(mnist_root), *SWEEP, *options, "--threads", "1",
+                         "--out", str(tmp_path / way), "-q")
         assert result.returncode == 0, result.stderr
-    (sequential,), (parallel,) = (list((tmp_path / f"jobs{j}").iterdir()) for j in ("1", "2"))
-    for child in ("bs16-seed0", "bs32-seed0"):
-        for name in ("metrics.csv", "batches.csv"):
-            assert (sequential / child / name).read_bytes() == (parallel / child / name).read_bytes(), f"{child}/{name}"
-    assert json.loads((parallel / "summary.json").read_text())["status"] == "completed"
+        (study,) = (tmp_path / way).iterdir()
+        assert json.loads((study / "summary.json").read_text())["status"] == "completed"
+    (sequential,) = (tmp_path / "sequential").iterdir()
+    for way in ("jobs2", "ray"):
+        (study,) = (tmp_path / way).iterdir()
+        for child in ("bs16-seed0", "bs32-seed0"):
+            for name in ("metrics.csv", "batches.csv"):
+                assert (study / child / name).read_bytes() == (sequential / child / name).read_bytes(), f"{way}: {child}/{name}"
+            assert "checkpoint.pt" not in {p.name for p in (study / child).iterdir()}  # the folder came back as it ended
+
+
+def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path):
+    ray = pytest.importorskip("ray", reason="--executor ray needs Ray: make setup installs it (pip install -e '.[ray]')")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+    tasks = tasks_of(tmp_path, [complete, die_while_running])
+    run_children(tasks, Execution(jobs=0, threads=1, executor="ray"), Reporter(quiet=True))
+    assert RunFolder(tmp_path / "c0").status == "completed"
+    assert (tmp_path / "c0" / "threads.txt").read_text() == "1"  # trained on a worker; its files came back
+    dead = RunFolder(tmp_path / "c1").read_summary()
+    assert dead["status"] == "failed" and "its Ray task failed" in dead["error"]
+
+
+def test_ray_missing_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    result = invoke("sweep-batch", "--executor", "ray")
+    assert result.returncode == 2 and "--executor ray needs Ray, an optional dependency: pip install -e '.[ray]'" in result.stderr
 
 
 @pytest.mark.slow
@@ -116,3 +139,21 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, mnist_root):
     assert result.returncode == 0, result.stderr
     assert all(RunFolder(study / c).status == "completed" for c in ("bs16-seed0", "bs32-seed0"))
     assert len((study / "bs16-seed0" / "metrics.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_live_view_reads_each_child_from_its_folder(tmp_path):
+    from convexp.study_view import child_progress, progress_table
+
+    step = RunFolder(tmp_path / "sweep-batch-seed0")  # a study step: its children's epochs add up
+    for child, accuracies in (("bs16-seed0", [0.95, 0.97]), ("bs32-seed0", [0.96])):
+        RunFolder(step.path / child).write_csv("metrics.csv", [{"epoch": i + 1, "val_accuracy": a} for i, a in enumerate(accuracies)])
+    step.write_json("summary.json", {"status": "running"})
+    now = time.perf_counter()
+    progress = child_progress("sweep-batch-seed0", step.path, epochs_planned=6, started=now - 30, status="running")
+    assert (progress.status, progress.epochs_done, progress.epochs_planned) == ("running", 3, 6)
+    assert progress.val_accuracy in (0.97, 0.96)  # the latest written
+    assert progress.eta() in ("30s", "31s")  # 3 epochs in 30 s, 3 left
+    waiting = child_progress("later", tmp_path / "later", 4, None, "waiting")
+    assert (waiting.status, waiting.epochs_done, waiting.eta()) == ("waiting", 0, "")
+    table = progress_table([progress, waiting])
+    assert table.row_count == 2 and [c.header for c in table.columns][:3] == ["child", "status", "epoch"]

@@ -111,7 +111,8 @@ def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_lock
 
 
 def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, mnist_root):
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=2", "--set", "train.batch_size=256"]
+    # 4 short epochs: the signal after the first must land before the run ends, on a busy machine too
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=4", "--set", "train.batch_size=256"]
     run, code, _ = interrupt_after_first_epoch(command, tmp_path, "metrics.csv")
     assert code == 130
     (run / "checkpoint.pt").unlink()

@@ -82,9 +82,9 @@ def train_children(run: RunFolder, points: dict, train_point: Callable, cpu_spli
     function for one child. Workers get the CPU splits (shared memory) and move them to their
     device; training here uses the `splits` already there.
     """
-    tasks = [ChildTask(name, run.path / name, train_point, work=work(child_config),
+    tasks = [ChildTask(name, run.path / name, train_point, work=work(child_config), epochs=child_config.train.epochs,
                        kwargs={"parent": run.path, "name": name, "config": child_config, "device": str(device),
-                               "splits": splits if execution.jobs <= 1 else cpu_splits})
+                               "splits": splits if execution.in_this_process else cpu_splits})
              for name, child_config in points.items() if run.child(name).status != "completed"]
     run_children(tasks, execution, reporter)
 

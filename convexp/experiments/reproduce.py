@@ -170,7 +170,8 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
             progress.keep(step.name)
             reporter.line(f"{number[step.name]}: completed earlier, kept")
             continue
-        tasks.append(ChildTask(step.name, run.path / step.name, run_step, work=planned[step.name][0], kwargs={
+        tasks.append(ChildTask(step.name, run.path / step.name, run_step, work=planned[step.name][0],
+                               epochs=planned[step.name][1], kwargs={
             "parent": run.path, "name": step.name, "command": step.command, "config": step.config,
             "question": step.question, "device": str(device)}))
 
@@ -184,7 +185,7 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
         seconds[task.name] = round(seconds.get(task.name, 0.0) + spent, 1)
         run.update_summary(step_seconds=seconds)
 
-    reporter.study = progress if execution.jobs <= 1 else None  # epoch lines say where the study stands
+    reporter.study = progress if execution.in_this_process else None  # epoch lines say where the study stands
     wall = time.perf_counter()
     try:
         run_children(tasks, execution, reporter, on_start=started, on_end=ended)
@@ -192,11 +193,12 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
         reporter.study = None
     wall_seconds = round(time.perf_counter() - wall, 1)
     show_step_times(reporter, plan, seconds)
-    reporter.line(f"this session: {duration(wall_seconds)} wall clock, {execution.jobs} step(s) at once")
+    at_once = f"{execution.jobs} step(s) at once" if execution.jobs else "as many steps at once as Ray allowed"
+    reporter.line(f"this session: {duration(wall_seconds)} wall clock, {at_once} ({execution.executor})")
     failed = [step.name for step in plan if run.child(step.name).status != "completed"]
     headline = {"steps": [s.name for s in plan], "questions": {s.name: s.question for s in plan},
                 "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
-                "wall_seconds": wall_seconds, "jobs": execution.jobs}
+                "wall_seconds": wall_seconds, "jobs": execution.jobs, "executor": execution.executor}
     return finish_study(run, headline, failed, len(plan))
 
 

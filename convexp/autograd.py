@@ -247,7 +247,7 @@ class Conv2dRows(torch.autograd.Function):
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         rows_kept = chunk == b
         rows_buffer = None if rows_kept else saved.new_empty(g, chunk * pixels, k_g)
-        col2im = needs_x and rows_kept and grad_out.device.type in COL2IM_DEVICES
+        col2im = needs_x and rows_kept and grad_out.device.type in LAUNCH_BOUND_DEVICES
         grad_padded = grad_out.new_zeros(b, *geometry.padded_size(h, w), c) if needs_x and not col2im else None
         grad_weight_t = weight_rows.new_zeros(g, k_g, c_out_g) if needs_weight else None  # R_jᵀ Y∇_j, summed over chunks
         for start, stop in chunk_bounds(b, chunk):
@@ -305,7 +305,7 @@ GPU_CHUNK_ROWS_BYTES = 512 << 20
 
 def images_per_chunk(batch: int, row_bytes_per_image: int, device_type: str = "cpu") -> int:
     """The whole batch when its R fits the device's keep budget, else as many images as fill a chunk."""
-    keep, chunk = ((GPU_KEEP_ROWS_BYTES, GPU_CHUNK_ROWS_BYTES) if device_type == "cuda"
+    keep, chunk = ((GPU_KEEP_ROWS_BYTES, GPU_CHUNK_ROWS_BYTES) if device_type in LAUNCH_BOUND_DEVICES
                    else (KEEP_ROWS_BYTES, CHUNK_ROWS_BYTES))
     if batch * row_bytes_per_image <= keep:
         return max(batch, 1)  # an empty batch: one (empty) chunk
@@ -342,7 +342,7 @@ def unfold_into(rows: torch.Tensor, padded: torch.Tensor, kernel: Pair, geometry
     # One group (the network's layers) drops the group dimension: the fewest tensor ops per call.
     shape = (n, out_size[0], out_size[1], kernel[0], kernel[1], c // g)
     target = rows.view(shape if g == 1 else (g, *shape))
-    if c // g > 1 or padded.device.type in COL2IM_DEVICES:  # on a GPU, one launch beats kh·kw
+    if c // g > 1 or padded.device.type in LAUNCH_BOUND_DEVICES:  # on a GPU, one launch beats kh·kw
         sn, sh, sw, sc = padded.stride()
         (s0, s1), (d0, d1) = geometry.stride, geometry.dilation
         strides = (sn, sh * s0, sw * s1, sh * d0, sw * d1, sc)
@@ -392,11 +392,11 @@ def fold_into(grad_padded: torch.Tensor, grad_groups: torch.Tensor, weight: torc
             target.add_(block)
 
 
-# Where the input's gradient is folded by one matmul and PyTorch's col2im (fold_rows) rather than
-# block by block (fold_into). On a GPU each launch costs more than the work of these small
-# layers: fold_rows is 3 launches, fold_into 2·kh·kw. On the CPU fold_into's small blocks stay
-# in cache and PyTorch's col2im is slow.
-COL2IM_DEVICES = ("cuda",)
+# Devices where each kernel launch costs more than the work of these small layers (GPUs): there
+# the rows are unfolded by one copy whatever the channel count, and the input's gradient is
+# folded by one matmul and PyTorch's col2im (fold_rows, 3 launches) rather than block by block
+# (fold_into, 2·kh·kw). On the CPU fold_into's small blocks stay in cache and col2im is slow.
+LAUNCH_BOUND_DEVICES = ("cuda",)
 
 
 def fold_rows(grad_rows_out: torch.Tensor, weight_rows: torch.Tensor, geometry: ConvGeometry, size: Pair,

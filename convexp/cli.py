@@ -167,6 +167,26 @@ def reproduce(
 
 
 @app.command()
+def sweep(
+    experiment: Annotated[str, typer.Argument(help="The experiment to sweep: train-mnist, augment, varres-resize or varres-pool.")],
+    grid: Annotated[Optional[list[str]], typer.Option(help="KEY=\\[v1, v2]: a config key and its values (repeatable; the grid is their product).")] = None,
+    random: Annotated[int, typer.Option(help="Train N points drawn from the grid (0: every point).")] = 0,
+    seeds: Annotated[str, typer.Option(help="Seeds per point, comma-separated.")] = "0",
+    select: Annotated[str, typer.Option(help="Validation metric that chooses the point: best_val_accuracy, val_accuracy or val_loss.")] = "best_val_accuracy",
+    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
+    name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
+    executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
+) -> None:
+    """Any config keys of one experiment over a grid, seeds per point; chosen on validation, then only the best point is tested."""
+    from convexp.experiments import sweep as sweep_experiment
+    from convexp.lifecycle import launch
+    from convexp.sweep_options import sweep_config
+
+    run_options = options(config, set_, device, None, out, name, quiet, jobs, threads, executor, ray_address)
+    launch(sweep_experiment, sweep_config(experiment, grid or [], random, seeds, select, run_options), run_options)
+
+
+@app.command()
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (a reproduce folder stands for all its steps).")],
     out: Annotated[Optional[Path], typer.Option(help="Where report.html and report.md go (default: the run folder).")] = None,

@@ -129,6 +129,9 @@ class Train:
     max_batches: int = 0  # 0: every batch; N > 0: stop each epoch after N batches (smoke runs)
     # CUDA only: torch.use_deterministic_algorithms(True); CPU runs are deterministic anyway.
     deterministic: bool = False
+    # Evaluate the test split once training ends. A sweep's runs leave it off: the point is
+    # chosen on validation, and only the chosen point is tested, afterwards.
+    test: bool = True
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every"):
@@ -340,6 +343,40 @@ class ReproduceConfig:
 # Loading.
 
 
+SWEEPABLE = ("train-mnist", "augment", "varres-resize", "varres-pool")
+SWEEP_METRICS = ("best_val_accuracy", "val_accuracy", "val_loss")  # chosen on validation only
+
+
+@dataclass
+class SweepConfig:
+    """`convexp sweep`: a grid over any keys of one experiment's config, each point trained once
+    per seed; the point is chosen on validation, and only the chosen point is tested."""
+
+    experiment: Literal["train-mnist", "augment", "varres-resize", "varres-pool"] = "varres-pool"
+    base: dict[str, Any] = field(default_factory=dict)  # the experiment's own config (file + --set), complete
+    grid: dict[str, Any] = field(default_factory=dict)  # config key -> the values it takes
+    random: int = 0  # 0: every point of the grid; N: N of its points, drawn with `seed`
+    seeds: list[int] = field(default_factory=lambda: [0])
+    select: Literal["best_val_accuracy", "val_accuracy", "val_loss"] = "best_val_accuracy"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self):
+        require_seed("seed", self.seed)
+        require_seeds("seeds", self.seeds)
+        if not self.grid:
+            raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005]")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise Invalid("grid", f"--grid {key} needs a non-empty list of values in brackets, e.g. {key}=[1, 2]; "
+                                      f"got {values!r}")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise Invalid("grid", f"--grid {key} lists {repeated[0]!r} more than once: each point would run twice")
+        if self.random < 0:
+            raise Invalid("random", f"--random must be 0 (the whole grid) or a number of points; got {self.random}")
+
+
 def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
     """Read YAML at `path` (None: defaults only), apply `key.path=value` overrides, check it."""
     raw: dict[str, Any] = {}
@@ -395,12 +432,21 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise ConvexpError(f"--set {override!r} is not of the form key.path=value: e.g. --set train.epochs=2")
+    set_key(raw, key.strip(), parse_value(text))
+
+
+def parse_value(text: str) -> Any:
+    """A value typed on the command line, read as YAML: 2 -> int, [1, 2] -> list."""
     try:
-        value = yaml.safe_load(text) if text.strip() else text
+        return yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:
-        value = text  # a plain string the YAML parser cannot read, such as 'a: b'
+        return text  # a plain string the YAML parser cannot read, such as 'a: b'
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    """raw[a][b][c] = value for key 'a.b.c', creating the mappings on the way."""
     node = raw
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for part in parts[:-1]:
         child = node.get(part)
         if not isinstance(child, dict):

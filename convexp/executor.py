@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from convexp.console import Reporter
-from convexp.errors import ConvexpError
+from convexp.errors import ConvexpError, DiskFull
 from convexp.runs import RunFolder
 
 STOP_GRACE_SECONDS = 60  # a stopped worker saves its checkpoint in this time, or is killed
+DISK_FULL_EXIT = 28  # a worker's exit code when the disk is full (ENOSPC): the study stops
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Execution:
     ray_address: str | None = None
 
     def threads_per_child(self) -> int:
-        return self.threads or max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+        return self.threads or max(1, usable_cores() // max(1, self.jobs))
 
     @property
     def in_this_process(self) -> bool:
@@ -56,10 +57,18 @@ class Execution:
         return self.executor == "local" and self.jobs <= 1
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (taskset, cgroups, Slurm), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def auto_jobs(device_type: str) -> int:
     """--jobs auto: one child per core on the CPU (two threads beat one by only 1.2-1.6x here);
     on a GPU one per two cores, each feeding the GPU from its own Python process."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, cores if device_type == "cpu" else cores // 2)
 
 
@@ -151,17 +160,22 @@ def run_in_workers(tasks: list[ChildTask], execution: Execution, reporter: Repor
                     process, task, started = running.pop(sentinel)
                     process.join()
                     ended[task.name] = settle(task, process.exitcode)
+                    if process.exitcode == DISK_FULL_EXIT:  # every later child would fail the same way
+                        pending.clear()
+                        raise DiskFull(f"the disk filled up while {task.name} ran: free some space, then "
+                                       "`convexp resume` the study")
                     seconds[task.name] = time.perf_counter() - started
                     reporter.line(f"[{task.name}] {ended[task.name]} after {seconds[task.name]:.0f} s"
                                   f"{'' if not pending else f'; {len(pending)} waiting'}")
                     hooks[1](task, seconds[task.name])
                 if refresh is not None:
                     refresh()
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, SIGTERM, or an error here: no worker may train on unwatched
             stop_workers([process for process, _, _ in running.values()])
             for process, task, started in running.values():
                 settle(task, process.exitcode, stopped=True)
                 seconds[task.name] = time.perf_counter() - started
+                hooks[1](task, seconds[task.name])
             raise
 
 
@@ -203,6 +217,9 @@ def work_in_worker(task: ChildTask, threads: int, silent: bool = False) -> None:
         task.function(**task.kwargs, reporter=reporter)
     except KeyboardInterrupt:
         sys.exit(130)
+    except DiskFull as exc:
+        reporter.line(f"failed: {exc}")
+        sys.exit(DISK_FULL_EXIT)
     except ConvexpError as exc:  # already recorded in the child's folder
         reporter.line(f"failed: {exc}")
         sys.exit(2)

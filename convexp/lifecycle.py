@@ -113,13 +113,15 @@ def execution_of(jobs: str | None, threads: int, device: torch.device, executor:
 def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None = None) -> RunFolder:
     """Load and check the experiment's config (then `adjust` it: options composed as values),
     create the run folder, and call the experiment's run() in it."""
-    command = command_name(experiment)
-    config = load_experiment_config(command, experiment.Config, options)
-    if adjust is not None:
-        config = adjust(config)
+    config = load_experiment_config(command_name(experiment), experiment.Config, options)
+    return launch(experiment, adjust(config) if adjust is not None else config, options)
+
+
+def launch(experiment: ModuleType, config, options: RunOptions) -> RunFolder:
+    """A new run folder for a checked config, and the experiment's run() in it."""
     device = resolve_device(config.device)
     execution = execution_of(options.jobs, options.threads, device, options.executor, options.ray_address)
-    run = RunFolder.create(options.out, command, options.name)
+    run = RunFolder.create(options.out, command_name(experiment), options.name)
     run_experiment(experiment, config, run, device, Reporter(quiet=options.quiet), execution, name=options.name)
     return run
 
@@ -169,8 +171,9 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
     with (run_lock(run) if parent is None else contextlib.nullcontext()):
         owner = {"pid": os.getpid(), "host": socket.gethostname()}
         try:
-            if (run.path / "summary.json").is_file():
-                summary = {k: v for k, v in run.read_summary().items() if k not in ("error", "finished_at")}
+            previous = run.read_summary()
+            if previous.get("command"):  # met again: resumed (a stub left by a worker that died first is not)
+                summary = {k: v for k, v in previous.items() if k not in ("error", "finished_at")}
                 run.write_json("summary.json", {**summary, "status": "running", "resumed_at": now(),
                                                 "device": str(device), "owner": owner, **fields})
             else:

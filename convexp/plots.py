@@ -114,6 +114,20 @@ def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:
     save(fig, path)
 
 
+def metric_against(points: list[tuple[object, float, float]], key: str, metric: str, path: Path) -> None:
+    """One swept key on x (its values, in grid order), each point's mean ± std of `metric` on y."""
+    labels = list(dict.fromkeys(str(x) for x, _, _ in points))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for x, mean, std in points:
+        ax.errorbar(labels.index(str(x)), mean, yerr=std, fmt="o", capsize=3, color="tab:blue", alpha=0.7)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(f"{metric} against {key}: each point of the sweep")
+    ax.grid(alpha=0.3)
+    save(fig, path)
+
+
 def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str, path: Path, ylim=None) -> None:
     """groups[series][category] = value: one bar group per category, one colour per series."""
     categories = list(next(iter(groups.values())))

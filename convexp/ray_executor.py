@@ -40,7 +40,6 @@ def import_ray():
 def run_on_ray(tasks: list[ChildTask], execution: Execution, reporter: Reporter, seconds: dict[str, float],
                hooks: tuple[OnStart, OnEnd]) -> None:
     ray = import_ray()
-    started_here = connect(ray, execution.ray_address, reporter)
     threads = execution.threads or 1
     remote = ray.remote(max_retries=0)(train_on_worker)
     splits_refs: dict[int, object] = {}
@@ -48,7 +47,9 @@ def run_on_ray(tasks: list[ChildTask], execution: Execution, reporter: Reporter,
     pending, running = list(tasks), {}  # ObjectRef -> (task, start time)
     reporter.line(f"running {len(tasks)} child run(s) as Ray tasks, {threads} CPU(s) each"
                   + (f", at most {limit} at once" if limit < len(tasks) else ""))
+    started_here = False
     try:
+        started_here = connect(ray, execution.ray_address, reporter)
         while pending or running:
             while pending and len(running) < limit:
                 task = pending.pop(0)
@@ -75,11 +76,19 @@ def run_on_ray(tasks: list[ChildTask], execution: Execution, reporter: Reporter,
                 seconds[task.name] = time.perf_counter() - started
                 reporter.line(f"[{task.name}] {status} after {seconds[task.name]:.0f} s")
                 hooks[1](task, seconds[task.name])
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or an error here: cancel what runs; what had finished is kept
+        finished, _ = ray.wait(list(running), num_returns=len(running), timeout=0) if running else ([], [])
         for ref, (task, started) in running.items():
-            ray.cancel(ref, force=True)
+            if ref in finished:
+                try:
+                    replace_folder(task.folder, ray.get(ref))
+                except ray.exceptions.RayError:
+                    pass
+            else:
+                ray.cancel(ref, force=True)
             settle(task, None, stopped=True)
             seconds[task.name] = time.perf_counter() - started
+            hooks[1](task, seconds[task.name])
         raise
     finally:
         if started_here:
@@ -98,8 +107,12 @@ def connect(ray, address: str | None, reporter: Reporter) -> bool:
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConvexpError(f"cannot reach the Ray cluster at {address} ({str(exc).splitlines()[0]}): "
-                           "check --ray-address (or RAY_ADDRESS), or leave it out for a local Ray instance") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if address:
+            raise ConvexpError(f"cannot reach the Ray cluster at {address} ({why}): check --ray-address (or "
+                               "RAY_ADDRESS), or leave it out for a local Ray instance") from None
+        raise ConvexpError(f"cannot start a local Ray instance ({why}): see `ray start --head` for what is wrong, "
+                           "or use --jobs N without Ray") from None
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -120,8 +133,8 @@ def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes], spli
         kwargs = {**task.kwargs, "parent": parent, **({"splits": splits} if splits is not None else {})}
         try:
             task.function(**kwargs, reporter=reporter)
-        except ConvexpError as exc:  # recorded in the child's summary.json already
-            reporter.line(f"failed: {exc}")
+        except Exception as exc:  # recorded in the child's summary.json (a bug: in its log); its files come back all the same
+            reporter.line(f"failed: {type(exc).__name__}: {exc}")
         return folder_files(folder)
 
 

@@ -40,7 +40,8 @@ def child_progress(name: str, folder: Path, epochs_planned: int, started: float 
     done, latest, latest_time = 0, None, -1.0
     for path in metrics:
         try:
-            rows = list(csv.DictReader(path.open()))
+            with path.open() as f:
+                rows = list(csv.DictReader(f))
             modified = path.stat().st_mtime
         except OSError:  # not written yet, or being replaced
             continue

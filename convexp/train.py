@@ -57,7 +57,7 @@ class History:
 class TrainResult:
     model: nn.Module
     history: History
-    test: Evaluation
+    test: Evaluation | None  # None when train.test is off (a sweep's runs, until their point is chosen)
     summary: dict
 
 
@@ -292,7 +292,7 @@ def write_progress(run: RunFolder, history: History) -> None:
 
 
 def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history: History) -> TrainResult:
-    test = evaluate(model, splits.test, cfg.eval_batch_size)
+    test = evaluate(model, splits.test, cfg.eval_batch_size) if cfg.test else None
     run.save_torch("model.pt", model.state_dict())
     plots.training_curves(history.rows, history.batch_losses[0], run.plots)
     best = history.best()
@@ -302,8 +302,7 @@ def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history
         final={k: v for k, v in last.items() if k != "epoch"},
         best_val_accuracy=best["val_accuracy"],
         best_epoch=int(best["epoch"]),
-        test_loss=test.loss,
-        test_accuracy=test.accuracy,
+        **({"test_loss": test.loss, "test_accuracy": test.accuracy} if test is not None else {}),
         seconds_per_epoch=round(sum(history.epoch_seconds) / len(history.epoch_seconds), 3),
         epoch_seconds=history.epoch_seconds,
     )
@@ -323,8 +322,17 @@ def read_completed(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train)
         while len(history.batch_losses) < epoch:
             history.batch_losses.append([])
         history.batch_losses[epoch - 1].append(float(row["loss"]))
-    test = evaluate(model, splits.test, cfg.eval_batch_size)
+    test = None
+    if cfg.test:  # a sweep's chosen point, tested only now: its summary gains the numbers
+        test = evaluate(model, splits.test, cfg.eval_batch_size)
+        if "test_accuracy" not in summary:
+            summary = run.update_summary(test_loss=test.loss, test_accuracy=test.accuracy)
     return TrainResult(model, history, test, summary)
+
+
+def test_cell(result: TrainResult) -> str | float:
+    """Test accuracy for a result table, or why there is none."""
+    return result.test.accuracy if result.test is not None else "not tested (train.test=false)"
 
 
 def read_csv(run: RunFolder, relative: str) -> list[dict[str, str]]:

@@ -99,7 +99,7 @@ def test_chunked_rows_path_with_groups_and_dilation(monkeypatch):
 def test_gpu_layout_of_the_rows_path_on_the_cpu(case, monkeypatch):
     """What a GPU runs (one unfold copy for every channel count, the input's gradient folded by
     one matmul and col2im), checked here on the CPU, where CI can see it break."""
-    monkeypatch.setattr(autograd, "COL2IM_DEVICES", ("cpu", "cuda"))
+    monkeypatch.setattr(autograd, "LAUNCH_BOUND_DEVICES", ("cpu", "cuda"))
     x_shape, w_shape, options = GRADCHECK_CASES[case]
     x, w, b = double(*x_shape), double(*w_shape), double(w_shape[0])
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, **options), (x, w, b), fast_mode=True)

@@ -39,6 +39,10 @@ def die_while_running(parent: Path, name: str, reporter: Reporter) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_before_starting(parent: Path, name: str, reporter: Reporter) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # e.g. out of memory while moving the data to the device
+
+
 def tasks_of(tmp_path, functions) -> list[ChildTask]:
     return [ChildTask(f"c{i}", tmp_path / f"c{i}", f, {"parent": tmp_path, "name": f"c{i}"}) for i, f in enumerate(functions)]
 
@@ -52,6 +56,16 @@ def test_a_dead_worker_leaves_its_child_failed_and_the_others_go_on(tmp_path):
     assert dead["status"] == "failed"
     assert "died of SIGKILL (killed, or out of memory)" in dead["error"] and "convexp resume" in dead["error"]
     assert (tmp_path / "c0" / "threads.txt").read_text() == "1"  # --threads reached the worker
+
+
+def test_a_child_whose_worker_died_before_it_started_is_failed_then_runs_as_new(tmp_path):
+    run_children(tasks_of(tmp_path, [die_before_starting]), Execution(jobs=2, threads=1), Reporter(quiet=True))
+    stub = RunFolder(tmp_path / "c0").read_summary()
+    assert stub["status"] == "failed" and "died of SIGKILL" in stub["error"]
+    complete(tmp_path, "c0", Reporter(quiet=True))  # what resume does: the stub is not a run to continue
+    summary = RunFolder(tmp_path / "c0").read_summary()
+    assert summary["status"] == "completed" and summary["command"] == "train-mnist" and "error" not in summary
+    assert (tmp_path / "c0" / "config.yaml").is_file()
 
 
 def test_sequential_children_use_the_threads_asked_for_and_restore_them(tmp_path):

@@ -11,7 +11,7 @@ from convexp.console import Reporter
 from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
-from convexp.train import seed_everything, train_unit
+from convexp.train import seed_everything, test_cell, train_unit
 
 Config = AugmentConfig  # what `convexp augment` reads from configs/augment.yaml
 
@@ -33,7 +33,7 @@ def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: R
     reporter.table("augment",
                 ["augmented", "train acc", "val acc", "test acc", "s/epoch"],
                 [[str(pipeline is not None), last["train_accuracy"], last["val_accuracy"],
-                  result.test.accuracy, f"{result.summary['seconds_per_epoch']:.2f}"]])
+                  test_cell(result), f"{result.summary['seconds_per_epoch']:.2f}"]])
     return {"augmented": pipeline is not None}
 
 

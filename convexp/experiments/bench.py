@@ -53,7 +53,8 @@ def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Rep
         "peak_matmul_gflops": peak,
         "freed_memory_kept": keep_freed_memory(),  # the CLI's call, remembered (functools.cache)
         "rows": rows, "loop": loop})
-    show(reporter, rows, loop, config.convs, device_name(device), peak)
+    show(reporter, rows, loop, config.convs, device_name(device), peak,
+         "TF32" if config.tf32 and device.type == "cuda" else "float32")
     plot(run, rows, config.convs)
     return {"bench": summarise(rows), "loop_ratio": loop["ratio"]}
 
@@ -306,7 +307,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             for r in rows if r["what"] in ("training step", STEP_FLOOR)]
 
 
-def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str], name: str, peak: dict) -> None:
+def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str], name: str, peak: dict,
+         precision: str = "float32") -> None:
     keys = list(dict.fromkeys((r["threads"], r["batch_size"], r["what"]) for r in rows))
     keys.sort(key=lambda key: key[:2])  # stable: each point's rows stay in measured order, floor last
     table = []
@@ -322,7 +324,7 @@ def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str], nam
         table.append(line)
     ceiling = ", ".join(f"{t} thread(s) {g:.0f}" for t, g in peak.items())
     reporter.table(f"{name}: median milliseconds; ratio = hand-written / native (matmuls alone: against the native "
-                   f"layer); GFLOP/s of the layer or step; one large float32 matmul runs at {ceiling} GFLOP/s",
+                   f"layer); GFLOP/s of the layer or step; one large {precision} matmul runs at {ceiling} GFLOP/s",
                 ["threads", "batch", "what", *(f"{c} ms" for c in convs), *(f"{c} ratio" for c in convs[1:]),
                  *(f"{c} GFLOP/s" for c in convs)], table)
     reporter.table(f"Training loop, one epoch of {loop['digits']} random digits, batch {loop['batch_size']}",

@@ -7,6 +7,7 @@ then reads every completed child back from its folder (`read_child`) to aggregat
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -74,17 +75,17 @@ def finish_study(run: RunFolder, headline: dict, failed: list[str], total: int) 
     return headline
 
 
-def train_children(run: RunFolder, points: dict, train_point: Callable, cpu_splits: Splits, splits: Splits,
-                   device: torch.device, execution: Execution, reporter: Reporter, work: Callable = lambda c: 1.0) -> None:
+def train_children(run: RunFolder, points: dict, train_point: Callable, splits: Splits, device: torch.device,
+                   execution: Execution, reporter: Reporter, work: Callable = lambda c: 1.0) -> None:
     """Train every point {child name: child config} not completed yet, through the executor.
 
     `train_point(parent, name, config, splits, device, reporter)` is the experiment's module-level
-    function for one child. Workers get the CPU splits (shared memory) and move them to their
-    device; training here uses the `splits` already there.
+    function for one child. `splits`: on the device when the children train in this process;
+    on the CPU for workers, which get them through shared memory and move them to their device.
     """
     tasks = [ChildTask(name, run.path / name, train_point, work=work(child_config), epochs=child_config.train.epochs,
                        kwargs={"parent": run.path, "name": name, "config": child_config, "device": str(device),
-                               "splits": splits if execution.in_this_process else cpu_splits})
+                               "splits": splits})
              for name, child_config in points.items() if run.child(name).status != "completed"]
     run_children(tasks, execution, reporter)
 
@@ -96,3 +97,19 @@ def read_child(parent: RunFolder, name: str, child_config, make_model: Callable[
     if child.status != "completed":
         return child, None
     return child, read_completed(child, to_device(make_model(), device), splits, child_config.train)
+
+
+def run_experiment_child(parent: Path, name: str, command: str, config, question: str, device: str,
+                         reporter: Reporter) -> None:
+    """A whole experiment run as a study's child (a reproduce step, a sweep point), here or in a
+    worker process. A failure is recorded in its folder and the study goes on; a full disk stops it."""
+    from convexp.lifecycle import experiment_module, run_experiment
+
+    study = RunFolder(parent)
+    try:
+        run_experiment(experiment_module(command), config, study.child(name), torch.device(device), reporter,
+                       name=name, parent=study, **({"question": question} if question else {}))
+    except DiskFull:
+        raise
+    except ConvexpError as exc:
+        reporter.line(f"{name} failed: {exc}")

@@ -19,10 +19,10 @@ import torch
 
 from convexp.config import ReproduceConfig, load_config
 from convexp.console import Reporter
-from convexp.errors import ConvexpError, DiskFull
+from convexp.errors import ConvexpError
 from convexp.executor import SEQUENTIAL, ChildTask, Execution, run_children
-from convexp.experiments.common import finish_study
-from convexp.lifecycle import experiment_module, run_experiment
+from convexp.experiments.common import finish_study, run_experiment_child
+from convexp.lifecycle import experiment_module
 from convexp.progress import StudyProgress, conv_net_macs, duration
 from convexp.runs import RunFolder
 from convexp.varres import build_varres
@@ -170,7 +170,7 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
             progress.keep(step.name)
             reporter.line(f"{number[step.name]}: completed earlier, kept")
             continue
-        tasks.append(ChildTask(step.name, run.path / step.name, run_step, work=planned[step.name][0],
+        tasks.append(ChildTask(step.name, run.path / step.name, run_experiment_child, work=planned[step.name][0],
                                epochs=planned[step.name][1], kwargs={
             "parent": run.path, "name": step.name, "command": step.command, "config": step.config,
             "question": step.question, "device": str(device)}))
@@ -200,19 +200,6 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
                 "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
                 "wall_seconds": wall_seconds, "jobs": execution.jobs, "executor": execution.executor}
     return finish_study(run, headline, failed, len(plan))
-
-
-def run_step(parent: Path, name: str, command: str, config: Any, question: str, device: str, reporter: Reporter) -> None:
-    """One step, here or in a worker process: a whole experiment run as the study's child.
-    A failure is recorded in the step's folder and the study goes on; a full disk stops it."""
-    study = RunFolder(parent)
-    try:
-        run_experiment(experiment_module(command), config, study.child(name), torch.device(device), reporter,
-                       name=name, parent=study, question=question)
-    except DiskFull:
-        raise
-    except ConvexpError as exc:
-        reporter.line(f"{name} failed: {exc}")
 
 
 def show_step_times(reporter: Reporter, plan: list[Step], seconds: dict[str, float]) -> None:

@@ -24,12 +24,13 @@ STUDY = True  # its child runs can run in parallel (--jobs)
 def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter: Reporter,
         execution: Execution = SEQUENTIAL) -> dict:
     cpu_splits = load_mnist(config.data)
-    splits = cpu_splits.to(device)
+    here = cpu_splits.to(device) if execution.in_this_process else None  # workers: no device copy held here
     points = {f"bs{b}-seed{s}": dataclasses.replace(config, seed=s, train=dataclasses.replace(config.train, batch_size=b))
               for b in config.sweep.batch_sizes for s in config.sweep.seeds}
     reporter.line(f"sweep: {len(points)} runs (batch sizes {config.sweep.batch_sizes} x seeds {config.sweep.seeds})")
-    train_children(run, points, train_point, cpu_splits, splits, device, execution, reporter,
+    train_children(run, points, train_point, here or cpu_splits, device, execution, reporter,
                    work=lambda c: c.train.epochs / c.train.batch_size ** 0.5)  # small batches: more steps, longer
+    splits = here or cpu_splits.to(device)
     rows, curves = [], {}
     for name, child_config in points.items():
         child, result = read_child(run, name, child_config, lambda: MNISTConvNet(config.model.conv), splits, device)
@@ -60,7 +61,7 @@ def child_row(batch_size: int, seed: int, child: RunFolder, result) -> dict:
         last = result.history.rows[-1]
         row.update(status="completed", best_val_accuracy=result.history.best()["val_accuracy"],
                    final_val_accuracy=last["val_accuracy"], final_val_loss=last["val_loss"],
-                   test_accuracy=result.test.accuracy, seconds_per_epoch=result.summary["seconds_per_epoch"])
+                   test_accuracy=result.test.accuracy if result.test else "", seconds_per_epoch=result.summary["seconds_per_epoch"])
     return row
 
 

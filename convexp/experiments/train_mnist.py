@@ -9,7 +9,7 @@ from convexp.console import Reporter
 from convexp.data import load_mnist
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
-from convexp.train import seed_everything, train_unit
+from convexp.train import seed_everything, test_cell, train_unit
 
 Config = TrainMnistConfig  # what `convexp train-mnist` reads from configs/train-mnist.yaml
 
@@ -24,6 +24,6 @@ def run(config: TrainMnistConfig, run: RunFolder, device: torch.device, reporter
     reporter.table(
         "train-mnist",
         ["val accuracy", "test accuracy", "s/epoch", "conv", "run folder"],
-        [[last["val_accuracy"], result.test.accuracy, f"{result.summary['seconds_per_epoch']:.2f}", config.model.conv, str(run.path)]],
+        [[last["val_accuracy"], test_cell(result), f"{result.summary['seconds_per_epoch']:.2f}", config.model.conv, str(run.path)]],
     )
     return {}

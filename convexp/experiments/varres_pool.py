@@ -31,7 +31,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
         execution: Execution = SEQUENTIAL) -> dict:
     train, val, test = load_varres(config.data)
     cpu_splits = Splits(train, val, test, config.data.root)
-    splits = cpu_splits.to(device)
+    here = cpu_splits.to(device) if execution.in_this_process else None  # workers: no device copy held here
     n = config.model.channels
     parameters = count_parameters(VariableInputNet(n))
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
@@ -39,7 +39,8 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     points = {f"{pooling}-seed{seed}": dataclasses.replace(config, seed=seed, seeds=[seed],
                                                           model=dataclasses.replace(config.model, pooling=[pooling]))
               for pooling in config.model.pooling for seed in config.seeds}
-    train_children(run, points, train_point, cpu_splits, splits, device, execution, reporter)
+    train_children(run, points, train_point, here or cpu_splits, device, execution, reporter)
+    splits = here or cpu_splits.to(device)
     breakdowns: dict[str, list[dict]] = {}
     histories: dict[str, list] = {}
     failed: list[str] = []
@@ -48,6 +49,8 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
         child, result = read_child(run, name, child_config, lambda: network(child_config), splits, device)
         if result is None:
             failed.append(child.path.name)
+            continue
+        if result.test is None:  # a sweep's run, tested only if its point is chosen
             continue
         breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
         breakdowns.setdefault(pooling, []).append(breakdown | {"seconds_per_epoch": result.summary["seconds_per_epoch"]})
@@ -72,7 +75,8 @@ def train_point(parent: Path, name: str, config: VarresPoolConfig, splits: Split
     title = f"varres-pool ({config.model.pooling[0]}, seed {config.seed}): test confusion matrix"
 
     def add_breakdown(child, result):
-        write_breakdown(child, classification_breakdown(result.test, splits.test, splits.test.resolutions), title)
+        if result.test is not None:
+            write_breakdown(child, classification_breakdown(result.test, splits.test, splits.test.resolutions), title)
 
     train_child(RunFolder(parent), "varres-pool", name, config, lambda: network(config), splits, on, reporter,
                 after_training=add_breakdown)

@@ -25,6 +25,8 @@ def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, report
     seed_everything(config.seed)
     model = to_device(MNISTConvNet(config.model.conv), device)
     result = train_unit(run, model, splits, config.train, seed=config.seed, device=device, reporter=reporter)
+    if result.test is None:  # a sweep's run, tested only if its point is chosen
+        return {}
     breakdown = classification_breakdown(result.test, splits.test, test.resolutions)
     write_breakdown(run, breakdown, "varres-resize: test confusion matrix")
     per_resolution = breakdown["accuracy_per_resolution"]

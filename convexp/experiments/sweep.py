@@ -1,0 +1,190 @@
+"""`convexp sweep`: any keys of one experiment's config over a grid, each point trained once per
+seed; the point is chosen on validation, and only the chosen point is tested, afterwards.
+
+Every (point, seed) is a complete run of that experiment in its own child folder `pNN-seedS`,
+trained with its test evaluation off, through the executor like any study's children (--jobs,
+--executor ray) and resumable like them. The ranking reads each child's validation metrics from
+its metrics.csv; then the best point's children (and only theirs) are evaluated on the test set.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import itertools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from convexp import plots
+from convexp.config import SweepConfig, dump_yaml, from_dict, set_key
+from convexp.console import Reporter
+from convexp.errors import ConvexpError
+from convexp.executor import SEQUENTIAL, ChildTask, Execution, run_children
+from convexp.experiments.common import finish_study, run_experiment_child
+from convexp.lifecycle import experiment_module
+from convexp.runs import RunFolder, read_summary
+from convexp.stats import mean_std
+from convexp.train import read_csv
+
+Config = SweepConfig
+STUDY = True  # its child runs can run in parallel (--jobs)
+LOWER_IS_BETTER = {"val_loss"}
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    values: dict[str, Any]  # swept key -> its value at this point
+
+    @property
+    def name(self) -> str:
+        return f"p{self.index:02d}"
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+
+def grid_points(config: SweepConfig) -> list[Point]:
+    """Every point of the grid (keys in the order given), or `random` of them drawn with `seed`."""
+    keys = list(config.grid)
+    combos = list(itertools.product(*(config.grid[k] for k in keys)))
+    chosen = range(len(combos))
+    if 0 < config.random < len(combos):
+        chosen = sorted(random.Random(config.seed).sample(range(len(combos)), config.random))
+    return [Point(i, dict(zip(keys, combos[i]))) for i in chosen]
+
+
+def point_config(config: SweepConfig, point: Point, seed: int, test: bool = False) -> Any:
+    """The experiment's typed config at one point and seed, checked like any config (an unknown
+    key or a wrong type is the usual one-line error, naming the point)."""
+    raw = copy.deepcopy(config.base)
+    for key, value in point.values.items():
+        set_key(raw, key, value)
+    raw["seed"] = seed
+    if config.experiment == "varres-pool":
+        raw["seeds"] = [seed]
+        poolings = raw.get("model", {}).get("pooling", [])
+        if len(poolings) != 1:
+            raise ConvexpError(f"varres-pool sweeps one pooling per point; this point has {poolings}: "
+                               "--set 'model.pooling=[max]', or --grid 'model.pooling=[[max], [mean]]'")
+    raw.setdefault("train", {}).update(test_each_epoch=False, test=test)
+    try:
+        return from_dict(experiment_module(config.experiment).Config, raw, prefix="")
+    except ConvexpError as exc:
+        raise ConvexpError(f"sweep point {point.label()}: {exc}") from None
+
+
+def check_points(config: SweepConfig) -> list[Point]:
+    """Every point's config built once, before anything runs."""
+    points = grid_points(config)
+    for point in points:
+        point_config(config, point, config.seeds[0])
+    return points
+
+
+def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Reporter,
+        execution: Execution = SEQUENTIAL) -> dict:
+    points = check_points(config)
+    children = {f"{p.name}-seed{s}": (p, s) for p in points for s in config.seeds}
+    reporter.line(f"sweep of {config.experiment}: {len(points)} point(s) x {len(config.seeds)} seed(s) = "
+                  f"{len(children)} runs, chosen by {config.select} on validation")
+    tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=point_config(config, p, s).train.epochs,
+                       kwargs={"parent": run.path, "name": name, "command": config.experiment,
+                               "config": point_config(config, p, s), "question": "", "device": str(device)})
+             for name, (p, s) in children.items() if run.child(name).status != "completed"]
+    run_children(tasks, execution, reporter)
+    ranking = rank(config, points, run)
+    run.write_csv("points.csv", [{"point": r["point"].name, **r["point"].values, f"{config.select}_mean": r["mean"],
+                                  f"{config.select}_std": r["std"], "runs": r["runs"], "failed": r["failed"]}
+                                 for r in ranking])
+    write_plots(run, config, ranking)
+    show_ranking(reporter, config, ranking)
+    failed = [name for name in children if run.child(name).status != "completed"]
+    tested = [r for r in ranking if r["runs"]]
+    if not tested:
+        return finish_study(run, {"ranking": []}, failed, len(children))
+    best = tested[0]["point"]
+    test = test_chosen(config, best, run, device, reporter)
+    best_config = run.write_text("best.yaml", dump_yaml(point_config(config, best, config.seeds[0], test=True)))
+    reporter.line(f"chosen on validation: {best.name} ({best.label()}), {config.select} "
+                  f"{tested[0]['mean']:.4f} ± {tested[0]['std']:.4f}; test accuracy, measured for this point "
+                  f"only, after the choice: {test['mean']:.4f} ± {test['std']:.4f} (n={test['runs']}); "
+                  f"its config: {best_config} (use it with --config)")
+    headline = {"experiment": config.experiment, "select": config.select,
+                "best": {"point": best.name, "values": best.values, config.select: tested[0]["mean"],
+                         f"{config.select}_std": tested[0]["std"], "test_accuracy": test,
+                         "tested": "test split evaluated for this point only, after the choice on validation"},
+                "ranking": [{"point": r["point"].name, "values": r["point"].values, "mean": r["mean"], "std": r["std"],
+                             "runs": r["runs"]} for r in ranking]}
+    return finish_study(run, headline, failed, len(children))
+
+
+# -- reading the children back ---------------------------------------------------------------------
+
+
+def leaf_runs(folder: Path) -> list[Path]:
+    """The run folders that trained: the child itself, or (varres-pool) its own children."""
+    if (folder / "metrics.csv").is_file():
+        return [folder]
+    return sorted(p.parent for p in folder.glob("*/metrics.csv"))
+
+
+def validation_metric(folder: Path, select: str) -> float:
+    rows = [row for leaf in leaf_runs(folder) for row in read_csv(RunFolder(leaf), "metrics.csv")]
+    if select == "best_val_accuracy":
+        return max(float(row["val_accuracy"]) for row in rows)
+    return float(rows[-1][select])  # the final epoch's
+
+
+def rank(config: SweepConfig, points: list[Point], run: RunFolder) -> list[dict]:
+    """Points by the mean over seeds of the selection metric, best first (points with no
+    completed run last)."""
+    ranking = []
+    for point in points:
+        values = [validation_metric(run.path / f"{point.name}-seed{s}", config.select) for s in config.seeds
+                  if read_summary(run.path / f"{point.name}-seed{s}").get("status") == "completed"]
+        mean, std = mean_std(values) if values else (float("nan"), float("nan"))
+        ranking.append({"point": point, "mean": mean, "std": std, "runs": len(values),
+                        "failed": len(config.seeds) - len(values)})
+    sign = 1 if config.select in LOWER_IS_BETTER else -1
+    return sorted(ranking, key=lambda r: (r["runs"] == 0, sign * r["mean"] if r["runs"] else 0))
+
+
+def test_chosen(config: SweepConfig, best: Point, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    """The chosen point's runs, each read back with its test evaluation on: the only test numbers of the sweep."""
+    experiment = experiment_module(config.experiment)
+    accuracies = []
+    for seed in config.seeds:
+        child = run.child(f"{best.name}-seed{seed}")
+        if child.status != "completed":
+            continue
+        silent = Reporter(quiet=True, console=Console(file=io.StringIO()))  # its tables are not the sweep's
+        experiment.run(point_config(config, best, seed, test=True), child, device, silent)
+        for leaf in leaf_runs(child.path):
+            summary = RunFolder(leaf).update_summary(tested_after_choice=True)
+            accuracies.append(summary["test_accuracy"])
+    mean, std = mean_std(accuracies)
+    return {"mean": mean, "std": std, "runs": len(accuracies), "per_seed": accuracies}
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def write_plots(run: RunFolder, config: SweepConfig, ranking: list[dict]) -> None:
+    done = [r for r in ranking if r["runs"]]
+    for key in config.grid:
+        safe = key.replace(".", "_")
+        plots.metric_against([(r["point"].values[key], r["mean"], r["std"]) for r in done], key, config.select,
+                             run.plots / f"{config.select}_against_{safe}.png")
+
+
+def show_ranking(reporter: Reporter, config: SweepConfig, ranking: list[dict]) -> None:
+    rows = [[r["point"].name, *(r["point"].values[k] for k in config.grid),
+             f"{r['mean']:.4f} ± {r['std']:.4f}" if r["runs"] else "-", r["runs"], r["failed"]] for r in ranking]
+    reporter.table(f"sweep of {config.experiment}: points by {config.select} on validation (mean ± std over seeds)",
+                   ["point", *config.grid, config.select, "runs", "failed"], rows)

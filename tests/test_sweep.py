@@ -1,0 +1,78 @@
+"""`convexp sweep`: the grid, its errors, and a real sweep on mnist-mini chosen on validation only."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from convexp.config import SweepConfig, TrainMnistConfig, load_config
+from convexp.experiments.sweep import Point, grid_points
+from tests.conftest import invoke, mini, run_cli
+
+
+def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
+    config = SweepConfig(experiment="train-mnist", grid={"train.lr": [1e-3, 5e-4, 1e-4], "train.batch_size": [16, 32]})
+    points = grid_points(config)
+    assert [p.values for p in points[:2]] == [{"train.lr": 1e-3, "train.batch_size": 16}, {"train.lr": 1e-3, "train.batch_size": 32}]
+    assert len(points) == 6 and len({p.name for p in points}) == 6
+    drawn = grid_points(SweepConfig(experiment="train-mnist", grid=config.grid, random=4, seed=7))
+    again = grid_points(SweepConfig(experiment="train-mnist", grid=config.grid, random=4, seed=7))
+    assert drawn == again and len(drawn) == 4 and len({p.index for p in drawn}) == 4
+    assert set(p.index for p in drawn) <= set(range(6))
+    assert Point(3, {"train.lr": 0.1}).name == "p03"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train-mnist", "--grid", "train.lrr=[0.1, 0.2]"], "sweep point train.lrr=0.1: unknown config key 'train.lrr'; did you mean 'train.lr'?"),
+        (["train-mnist", "--grid", "train.lr=[0.1, fast]"], "sweep point train.lr=fast: config key 'train.lr' must be a number; got 'fast'"),
+        (["train-mnist", "--grid", "train.epochs=[0, 1]"], "sweep point train.epochs=0: config key 'train.epochs' must be"),
+        (["bench", "--grid", "rounds=[1, 2]"], "cannot sweep 'bench': choose one of train-mnist, augment, varres-resize, varres-pool"),
+        (["train-mnist"], "a sweep needs at least one --grid KEY=[values]"),
+        (["train-mnist", "--grid", "train.lr=0.1"], "--grid train.lr needs a non-empty list of values in brackets"),
+        (["train-mnist", "--grid", "train.lr=[0.1, 0.1]"], "--grid train.lr lists 0.1 more than once"),
+        (["train-mnist", "--grid", "train.lr"], "--grid 'train.lr' is not of the form KEY=[v1, v2]"),
+        (["train-mnist", "--grid", "train.lr=[0.1]", "--grid", "train.lr=[0.2]"], "--grid train.lr is given twice"),
+        (["train-mnist", "--grid", "train.lr=[0.1]", "--seeds", "0,x"], "--seeds '0,x' must be whole numbers separated by commas"),
+        (["train-mnist", "--grid", "train.lr=[0.1]", "--seeds", "1,1"], "seeds lists 1 more than once"),
+        (["train-mnist", "--grid", "train.lr=[0.1]", "--select", "test_accuracy"], "config key 'select' must be one of best_val_accuracy, val_accuracy, val_loss"),
+        (["train-mnist", "--grid", "train.lr=[0.1]", "--random", "-1"], "--random must be 0 (the whole grid) or a number of points"),
+        (["varres-pool", "--grid", "train.lr=[0.1]", "--set", "model.pooling=[max, mean]"], "varres-pool sweeps one pooling per point"),
+    ],
+)
+def test_sweep_errors_are_one_line_before_anything_runs(tmp_path, args, message):
+    result = invoke("sweep", *args, "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+@pytest.mark.slow
+def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp_path, mnist_root):
+    result = run_cli("sweep", "train-mnist", "--grid", "train.lr=[0.001, 0.003]", "--grid", "train.batch_size=[32, 64]",
+                     *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.max_batches=30", "--jobs", "2",
+                     "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+    (study,) = tmp_path.iterdir()
+    with (study / "points.csv").open() as f:
+        points = list(csv.DictReader(f))
+    assert len(points) == 4
+    means = [float(p["best_val_accuracy_mean"]) for p in points]
+    assert means == sorted(means, reverse=True)  # best first
+    best = points[0]["point"]
+    summaries = {p.name: json.loads((p / "summary.json").read_text()) for p in study.glob("p[0-9]*-seed*")}
+    assert len(summaries) == 4 and all(s["status"] == "completed" for s in summaries.values())
+    for name, summary in summaries.items():  # the test split was read for the chosen point alone
+        assert ("test_accuracy" in summary) == name.startswith(best), name
+    headline = json.loads((study / "summary.json").read_text())
+    assert headline["status"] == "completed" and headline["best"]["point"] == best
+    assert "after the choice on validation" in headline["best"]["tested"]
+    chosen = load_config(TrainMnistConfig, study / "best.yaml")  # what --config accepts
+    assert chosen.train.lr == float(points[0]["train.lr"]) and chosen.train.batch_size == int(points[0]["train.batch_size"])
+    assert chosen.train.test
+    assert {p.name for p in (study / "plots").iterdir()} == {"best_val_accuracy_against_train_lr.png",
+                                                            "best_val_accuracy_against_train_batch_size.png"}
+    assert "test accuracy, measured for this point only, after the choice" in result.stdout

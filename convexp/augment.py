@@ -157,6 +157,9 @@ def gaussian_blur(kernel_size: int = 3, sigma: Any = (0.1, 2.0)) -> Pixelwise:
 
     def apply(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, c, h, w = images.shape
+        if kernel_size // 2 >= min(h, w):  # reflect padding needs pad < size; seen at the preview, before training
+            raise ConvexpError(f"GaussianBlur kernel_size {kernel_size} does not fit {h}x{w} images: "
+                               f"use an odd size of at most {2 * min(h, w) - 1}")
         sigmas = uniform(b, low, high, generator, images.device)
         offsets = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - kernel_size // 2
         line = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sigmas.view(-1, 1) ** 2))

@@ -23,6 +23,9 @@ def key_metric(summary: dict) -> str:
         return ", ".join(f"{k}: {v:,}" for k, v in summary["parameters"].items())
     if command == "bench" and "loop_ratio" in summary:
         return f"loop {summary['loop_ratio']:.3f}x bare"
+    if command == "sweep" and summary.get("best"):
+        best = summary["best"]
+        return f"{best['point']}: {summary['select']} {best[summary['select']]:.4f}, test {best['test_accuracy']['mean']:.4f}"
     if command == "reproduce" and "steps" in summary:
         return f"{len(summary['steps'])} steps" + (" (fast dev run)" if summary.get("fast_dev_run") else "")
     return summary.get("error", "-")[:60] if summary.get("status") == "failed" else "-"

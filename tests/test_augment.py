@@ -108,3 +108,11 @@ def test_augmentation_never_waits_for_the_device(monkeypatch):
                                {"name": "RandomAffine", "degrees": 10}])
     out = pipeline(torch.rand(8, 1, 28, 28), torch.Generator().manual_seed(0))
     assert out.shape == (8, 1, 28, 28) and torch.isfinite(out).all()
+
+
+def test_a_blur_larger_than_the_image_is_one_line():
+    pipeline = build_pipeline([{"name": "GaussianBlur", "kernel_size": 61}])
+    with pytest.raises(ConvexpError) as info:
+        pipeline(torch.rand(2, 1, 28, 28), torch.Generator().manual_seed(0))
+    assert "GaussianBlur kernel_size 61 does not fit 28x28 images: use an odd size of at most 55" in str(info.value)
+    assert build_pipeline([{"name": "GaussianBlur", "kernel_size": 55}])(torch.rand(2, 1, 28, 28), torch.Generator()).shape == (2, 1, 28, 28)

@@ -76,3 +76,5 @@ def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp
     assert {p.name for p in (study / "plots").iterdir()} == {"best_val_accuracy_against_train_lr.png",
                                                             "best_val_accuracy_against_train_batch_size.png"}
     assert "test accuracy, measured for this point only, after the choice" in result.stdout
+    listing = run_cli("runs", "--out", str(tmp_path))
+    assert f"{best}: best_val_accuracy {float(points[0]['best_val_accuracy_mean']):.4f}, test" in listing.stdout

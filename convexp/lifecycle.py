@@ -233,28 +233,42 @@ def disk_error(exc: OSError, run: RunFolder) -> OSError | DiskFull:
                     "the run; it goes on from its last checkpoint")
 
 
+# How many runs of this process are inside interrupts_as_keyboard_interrupt (a study and its
+# child: 2), and whether a signal has already fired: then every level is saving, and signals
+# stay ignored until the outermost run has written its status.
+_signal_scopes = {"depth": 0, "fired": False}
+
+
 @contextlib.contextmanager
 def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM both raise KeyboardInterrupt while a run works.
 
     SIGTERM is how schedulers stop jobs. SIGINT is set explicitly because a process started in
     the background by a non-interactive shell inherits it ignored, and Ctrl-C must still work.
+    One signal is enough: a second (Ctrl-C pressed twice, or a study's driver stopping workers
+    that Ctrl-C reached too) must not cut short the saving the first one started, at any level.
     """
+    scopes = _signal_scopes
 
     def handler(signum, frame):
-        # One is enough: a second signal (Ctrl-C pressed twice, or a study's driver stopping its
-        # workers after Ctrl-C reached them too) must not cut short the saving it started.
+        scopes["fired"] = True
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, signal.SIG_IGN if scopes["fired"] else handler)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    scopes["depth"] += 1
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        scopes["depth"] -= 1
+        if scopes["depth"] == 0:
+            scopes["fired"] = False
+        if not scopes["fired"]:  # else an outer run is still saving: signals stay ignored
+            for sig, old in previous.items():
+                signal.signal(sig, old)

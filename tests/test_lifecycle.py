@@ -98,3 +98,26 @@ def test_validation_errors_leave_no_run_folder(tmp_path):
     result = invoke("count-params", "--channels", "0", "--out", str(tmp_path / "runs"))
     assert result.returncode == 2 and "channels (N) must be at least 1 and at most 100,000; got 0" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_second_signal_never_cuts_short_the_saving_of_any_level():
+    """A study (outer) and its child (inner): after the first Ctrl-C, a second one while the
+    study writes its status is ignored; once the study is done, Ctrl-C works as before."""
+    import os
+    import signal
+
+    from convexp.lifecycle import interrupts_as_keyboard_interrupt
+
+    original = signal.getsignal(signal.SIGINT)
+    saved_after_second_signal = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_as_keyboard_interrupt():  # the study
+            try:
+                with interrupts_as_keyboard_interrupt():  # its child
+                    os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                os.kill(os.getpid(), signal.SIGINT)  # pressed again while the study saves
+                saved_after_second_signal = True
+                raise
+    assert saved_after_second_signal
+    assert signal.getsignal(signal.SIGINT) is original

@@ -164,6 +164,9 @@ class Augment:
         from convexp.augment import build_pipeline
 
         build_pipeline(self.transforms)  # raises ConvexpError naming a bad transform
+        if self.enabled and not self.transforms:  # a run that says "augmented" must be
+            raise Invalid("transforms", "{key} is empty while augment.enabled is true: list transforms "
+                                        "(see configs/augment.yaml), or set augment.enabled=false")
         require_positive("preview_digits", self.preview_digits)
         require_positive("preview_draws", self.preview_draws)
 
@@ -345,6 +348,13 @@ class ReproduceConfig:
 
 SWEEPABLE = ("train-mnist", "augment", "varres-resize", "varres-pool")
 SWEEP_METRICS = ("best_val_accuracy", "val_accuracy", "val_loss")  # chosen on validation only
+SWEEP_OWNED_KEYS = {  # set by the sweep itself for every run: sweeping them would mislabel the points
+    "seed": "the seeds of every point are --seeds",
+    "seeds": "the seeds of every point are --seeds",
+    "device": "one device runs the whole sweep: --device",
+    "train.test": "the sweep tests only the chosen point, after the choice",
+    "train.test_each_epoch": "the sweep tests only the chosen point, after the choice",
+}
 
 
 @dataclass
@@ -367,6 +377,8 @@ class SweepConfig:
         if not self.grid:
             raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005]")
         for key, values in self.grid.items():
+            if key in SWEEP_OWNED_KEYS:
+                raise Invalid("grid", f"--grid {key}: {SWEEP_OWNED_KEYS[key]}")
             if not isinstance(values, list) or not values:
                 raise Invalid("grid", f"--grid {key} needs a non-empty list of values in brackets, e.g. {key}=[1, 2]; "
                                       f"got {values!r}")

@@ -144,7 +144,8 @@ def run_in_workers(tasks: list[ChildTask], execution: Execution, reporter: Repor
     pending = list(tasks)
     running: dict[Any, tuple[Any, ChildTask, float]] = {}  # sentinel -> (process, task, start time)
     ended: dict[str, str] = {}  # name -> final status
-    reporter.line(f"running {len(tasks)} child run(s), {execution.jobs} at once, {threads} CPU thread(s) each")
+    reporter.line(f"running {len(tasks)} child run(s), {min(execution.jobs, len(tasks))} at once, "
+                  f"{threads} CPU thread(s) each")
     with live_view(reporter, tasks, running, ended) as refresh:
         try:
             while pending or running:

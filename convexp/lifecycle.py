@@ -23,7 +23,7 @@ import torch
 from convexp.config import dump_yaml, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull
-from convexp.executor import SEQUENTIAL, Execution, auto_jobs
+from convexp.executor import SEQUENTIAL, Execution, auto_jobs, usable_cores
 from convexp.runs import RunFolder, environment, now, run_lock
 from convexp.train import CHECKPOINT
 
@@ -107,6 +107,10 @@ def execution_of(jobs: str | None, threads: int, device: torch.device, executor:
         raise ConvexpError(f"--jobs {jobs!r} must be a whole number of at least 1, or auto")
     if threads < 0:
         raise ConvexpError(f"--threads {threads} must be 1 or more (0: the cores divided among the jobs)")
+    cores = usable_cores()
+    if executor == "local" and threads > cores:
+        raise ConvexpError(f"--threads {threads} is more than the {cores} core(s) this process may use: "
+                           f"use at most {cores} (the cores are shared by the --jobs)")
     return Execution(jobs=count, threads=threads, executor=executor, ray_address=ray_address)
 
 

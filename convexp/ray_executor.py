@@ -100,6 +100,8 @@ def connect(ray, address: str | None, reporter: Reporter) -> bool:
 
     ray.init replaces this process's SIGTERM handler; the run's own (SIGTERM = Ctrl-C) is put back."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_reachable(address)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if address:
@@ -120,6 +122,23 @@ def connect(ray, address: str | None, reporter: Reporter) -> bool:
     reporter.line(f"Ray: {'cluster at ' + address if address else 'a local instance'}, "
                   f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return not address
+
+
+def check_reachable(address: str) -> None:
+    """host:port (or ray://host:port) answers within 5 s: ray.init itself retries a dead address
+    for minutes before it gives up."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConvexpError(f"--ray-address {address!r} is not host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConvexpError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): check --ray-address "
+                           "(or RAY_ADDRESS), or leave it out for a local Ray instance") from None
 
 
 def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes], splits=None) -> dict[str, bytes]:

@@ -483,6 +483,10 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
     run_dirs = list({d.resolve(): d for d in run_dirs}.values())  # a folder named twice counts once
     if out is not None and out.exists() and not out.is_dir():
         raise ConvexpError(f"--out {out} is a file: pass a folder for report.html and report.md")
+    for run_dir in run_dirs:
+        if read_run(run_dir).command == "sweep":
+            raise ConvexpError(f"{run_dir} is a sweep: its ranking is in points.csv and summary.json, the chosen "
+                               "config in best.yaml; `convexp report` sets the study's runs beside the seed report")
     runs = collect(run_dirs)
     runs += [read_run(d) for d in run_dirs if read_run(d).command == "reproduce"]  # their step times
     if not any(r.summary.get("status") == "completed" for r in runs):

@@ -35,6 +35,6 @@ def parse_grid(items: list[str]) -> dict:
 
 def parse_seeds(text: str) -> list:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in text.split(",")]
     except ValueError:
         raise ConvexpError(f"--seeds {text!r} must be whole numbers separated by commas, e.g. --seeds 0,1,2") from None

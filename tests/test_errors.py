@@ -103,7 +103,11 @@ CATALOGUE = [
     ("val-split-inf", None, ["train-mnist", "--set", "data.val_split=.inf"], "config key 'data.val_split' must be a finite number"),
     ("lr-nan", None, ["augment", "--set", "train.lr=nan"], "config key 'train.lr' must be a finite number; got nan"),
     ("bench-forever", None, ["bench", "--set", "min_run_time=100000"], "the bench would run for hours; use at most 60"),
-    ("bench-graphs-on-cpu", None, ["bench", "--device", "cpu", "--set", "cuda_graphs=true"], "cuda_graphs=true times CUDA graphs, but the bench runs on cpu"),
+    ("bench-graphs-on-cpu", None, ["bench", "--device", "cpu", "--set", "cuda_graphs=true"], "cuda_graphs=true is for CUDA, but the bench runs on cpu"),
+    ("bench-tf32-on-cpu", None, ["bench", "--device", "cpu", "--set", "tf32=true"], "tf32=true is for CUDA, but the bench runs on cpu"),
+    ("augment-nothing", None, ["augment", "--set", "augment.transforms=[]"], "augment.transforms is empty while augment.enabled is true"),
+    ("threads-too-many", None, ["sweep-batch", "--jobs", "2", "--threads", "100000"], "--threads 100000 is more than the"),
+    ("ray-address-dead", None, ["sweep-batch", "--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     # impossible sizes, refused before anything is allocated
     ("channels-huge", None, ["count-params", "--channels", "1000000000"], "channels (N) must be at least 1 and at most 100,000"),
     ("match-range-huge", None, ["count-params", "--match", "--set", "match_max_channels=100000000"], "match_max_channels (N) must be"),

@@ -76,5 +76,22 @@ def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp
     assert {p.name for p in (study / "plots").iterdir()} == {"best_val_accuracy_against_train_lr.png",
                                                             "best_val_accuracy_against_train_batch_size.png"}
     assert "test accuracy, measured for this point only, after the choice" in result.stdout
+    report = invoke("report", str(study))  # the seed report's questions are not a sweep's
+    assert report.returncode == 2 and "is a sweep: its ranking is in points.csv" in report.stderr
     listing = run_cli("runs", "--out", str(tmp_path))
     assert f"{best}: best_val_accuracy {float(points[0]['best_val_accuracy_mean']):.4f}, test" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--grid", "seed=[1, 2]"], "--grid seed: the seeds of every point are --seeds"),
+        (["--grid", "device=[cpu, cuda]"], "--grid device: one device runs the whole sweep: --device"),
+        (["--grid", "train.test=[true, false]"], "--grid train.test: the sweep tests only the chosen point"),
+        (["--grid", "train=[1, 2]"], "sweep point train=1: train must be a mapping, got 1"),
+        (["--grid", "train.lr=[0.1]", "--seeds", "0,,1"], "--seeds '0,,1' must be whole numbers separated by commas"),
+    ],
+)
+def test_keys_the_sweep_owns_and_malformed_points_are_one_line(tmp_path, args, message):
+    result = invoke("sweep", "train-mnist", *args, "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -29,9 +29,10 @@ Config = BenchConfig  # what `convexp bench` reads from configs/bench.yaml
 
 
 def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
-    if config.cuda_graphs and device.type != "cuda":
-        raise ConvexpError(f"cuda_graphs=true times CUDA graphs, but the bench runs on {device}: add --device cuda "
-                           "or drop the setting")
+    for key in ("cuda_graphs", "tf32"):
+        if getattr(config, key) and device.type != "cuda":
+            raise ConvexpError(f"{key}=true is for CUDA, but the bench runs on {device}: add --device cuda "
+                               "or drop the setting")
     previous_threads = torch.get_num_threads()
     rows, peak = [], {}
     try:

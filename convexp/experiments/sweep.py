@@ -72,7 +72,8 @@ def point_config(config: SweepConfig, point: Point, seed: int, test: bool = Fals
         if len(poolings) != 1:
             raise ConvexpError(f"varres-pool sweeps one pooling per point; this point has {poolings}: "
                                "--set 'model.pooling=[max]', or --grid 'model.pooling=[[max], [mean]]'")
-    raw.setdefault("train", {}).update(test_each_epoch=False, test=test)
+    if isinstance(raw.get("train"), dict):  # else (e.g. --grid train=[1]) from_dict names the mistake
+        raw["train"].update(test_each_epoch=False, test=test)
     try:
         return from_dict(experiment_module(config.experiment).Config, raw, prefix="")
     except ConvexpError as exc:

@@ -111,7 +111,13 @@ def execution_of(jobs: str | None, threads: int, device: torch.device, executor:
     if executor == "local" and threads > cores:
         raise ConvexpError(f"--threads {threads} is more than the {cores} core(s) this process may use: "
                            f"use at most {cores} (the cores are shared by the --jobs)")
-    return Execution(jobs=count, threads=threads, executor=executor, ray_address=ray_address)
+    execution = Execution(jobs=count, threads=threads, executor=executor, ray_address=ray_address)
+    busy = count * execution.threads_per_child()
+    if executor == "local" and device.type == "cpu" and busy > cores:  # 2 processes x 2 threads on 2 cores: up to 10x slower
+        raise ConvexpError(f"--jobs {count} x {execution.threads_per_child()} thread(s) each needs {busy} cores, more than "
+                           f"the {cores} here, and oversubscribed PyTorch runs many times slower: use --jobs "
+                           f"{max(1, cores // execution.threads_per_child())} or --jobs auto")
+    return execution
 
 
 def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None = None) -> RunFolder:

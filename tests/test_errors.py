@@ -107,6 +107,7 @@ CATALOGUE = [
     ("bench-tf32-on-cpu", None, ["bench", "--device", "cpu", "--set", "tf32=true"], "tf32=true is for CUDA, but the bench runs on cpu"),
     ("augment-nothing", None, ["augment", "--set", "augment.transforms=[]"], "augment.transforms is empty while augment.enabled is true"),
     ("threads-too-many", None, ["sweep-batch", "--jobs", "2", "--threads", "100000"], "--threads 100000 is more than the"),
+    ("jobs-oversubscribe", None, ["sweep-batch", "--device", "cpu", "--jobs", "1000", "--threads", "1"], "--jobs 1000 x 1 thread(s) each needs 1000 cores, more than the"),
     ("ray-address-dead", None, ["sweep-batch", "--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     # impossible sizes, refused before anything is allocated
     ("channels-huge", None, ["count-params", "--channels", "1000000000"], "channels (N) must be at least 1 and at most 100,000"),

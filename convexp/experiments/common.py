@@ -37,8 +37,8 @@ def train_child(
     """Train one point of a study into parent/name; a failure is recorded there, not raised.
 
     The child folder is a complete run of its own (config.yaml with its own batch size and
-    seed), opened through lifecycle.open_run like any run. Met again on resume, a completed
-    child is read back and an interrupted one continues. `after_training(child, result)` writes
+    seed), opened through lifecycle.open_run like any run. Only unfinished children come here
+    (train_children skips completed ones); an interrupted one continues. `after_training(child, result)` writes
     what the study adds to the child (e.g. its confusion matrix) before it is marked completed.
     """
     child = parent.child(name)
@@ -52,8 +52,6 @@ def train_child(
             after_training(child, result)
         return result
 
-    if child.status == "completed":
-        return child, train()  # read back from its files, not trained again
     try:
         with open_run(child, command, child_config, device, reporter, name=name, parent=parent):
             return child, train()

@@ -94,10 +94,12 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
     children = {f"{p.name}-seed{s}": (p, s) for p in points for s in config.seeds}
     reporter.line(f"sweep of {config.experiment}: {len(points)} point(s) x {len(config.seeds)} seed(s) = "
                   f"{len(children)} runs, chosen by {config.select} on validation")
-    tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=point_config(config, p, s).train.epochs,
+    unfinished = {name: point_config(config, p, s) for name, (p, s) in children.items()
+                  if run.child(name).status != "completed"}
+    tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=child_config.train.epochs,
                        kwargs={"parent": run.path, "name": name, "command": config.experiment,
-                               "config": point_config(config, p, s), "question": "", "device": str(device)})
-             for name, (p, s) in children.items() if run.child(name).status != "completed"]
+                               "config": child_config, "question": "", "device": str(device)})
+             for name, child_config in unfinished.items()]
     run_children(tasks, execution, reporter)
     ranking = rank(config, points, run)
     run.write_csv("points.csv", [{"point": r["point"].name, **r["point"].values, f"{config.select}_mean": r["mean"],

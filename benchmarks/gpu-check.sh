@@ -2,7 +2,8 @@
 # Issue 14's checks on a lent GPU, as one call: CUDA tests, training with each conv kind,
 # determinism, varres-pool, processes sharing the GPU, `convexp bench`, a profile.
 #
-#   bash benchmarks/gpu-check.sh [stage ...]     stages: tests train determinism varres concurrency bench profile study
+#   bash benchmarks/gpu-check.sh [stage ...]     stages: tests train determinism varres concurrency bench profile
+#                                                 bench-graphs varres-sweep study
 #
 # Expects the data packed under .gpudata/ (mnist.tar.gz, varres.tar.gz, mini.tar.gz, made from
 # ../shared/data with tar) and, where the GPU machine's Python lacks them, wheels under .whl/.
@@ -86,6 +87,21 @@ profile)
     timeout 120 python3 benchmarks/profile_step.py --batch 256 1024 --convs native unfold > $OUT/profile.txt 2>&1
     grep -E "^==|Self CUDA time total|Self CPU time total" $OUT/profile.txt
     say "profile"
+    ;;
+bench-graphs)  # the training step captured as one CUDA graph (bench's cuda_graphs key)
+    COLUMNS=230 timeout 200 python3 -m convexp bench --device cuda --set "threads=[1]" --set "batch_sizes=[16,256]" \
+        --set "convs=[native,unfold]" --set rounds=1 --set min_run_time=0.1 --set cuda_graphs=true --out $RUNS --name graphs 2>&1 \
+        | grep -v "^threads" | tail -40
+    say "bench with CUDA graphs"
+    ;;
+varres-sweep)  # issue 16: which recipe beats the report's 98.89% within 29,066 parameters (validation only)
+    set -f  # the grid's brackets are values, not file patterns
+    GRID=${GRID:-"--grid model.widths,model.channels=[[[16,32],80],[[16,32,32],49]] --grid model.norm=[batch,layer] --grid augment.enabled=[false,true]"}
+    timeout ${SWEEP_SECONDS:-380} python3 -m convexp sweep varres-pool --config configs/varres-best.yaml --device ${DEVICE:-cuda} \
+        $GRID --seeds ${SEEDS:-0,1,2} --jobs ${JOBS:-14} ${SWEEP_EXTRA:-} --out $RUNS --name varres -q 2>&1 \
+        | grep -vE "epoch [0-9]+/[0-9]+ \|" | tail -40
+    set +f
+    say "varres sweep"
     ;;
 study)  # the whole real-data study (`make reproduce`'s command), 3 seeds, steps in parallel on the GPU
     timeout ${STUDY_SECONDS:-380} python3 -m convexp reproduce --device cuda --jobs ${JOBS:-10} --out $RUNS --name gpu -q 2>&1 \

@@ -54,3 +54,19 @@ def test_bench_writes_rows_ratios_and_plot(tmp_path):
     assert report.returncode == 0, report.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| 1 | 2 | unfold | training step, matmul floor |" in markdown
+
+
+def test_training_step_workload_never_frees_the_layer_workloads_grads():
+    """A layer item accumulates into its layer's .grad, memory that its captured CUDA graph
+    (cuda_graphs=true) writes into at every replay: the training step's
+    zero_grad(set_to_none=True) must not free it (on an H200 it did: a device-side assert)."""
+    import torch
+
+    from convexp.experiments.bench import workloads_for
+
+    items = workloads_for("unfold", 0, 4, torch.device("cpu"))
+    layer = items["conv2 fwd+bwd"].__defaults__[0]  # layer_step(layer=..., x=...)
+    items["conv2 fwd+bwd"]()
+    grad = layer.weight.grad
+    items["training step"]()
+    assert layer.weight.grad is grad

@@ -6,6 +6,8 @@ synchronised). Random inputs: the bench needs no data set.
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import time
 
@@ -140,7 +142,10 @@ def workloads_for(conv: str, seed: int, batch_size: int, device, cuda_graphs: bo
         items[f"{name} fwd+bwd"] = layer_step
         if conv != "native":
             items[f"{name} {MATMULS_ALONE}"] = matmuls_alone(layer, x.detach(), needs_input_grad=name != "conv1")
-    items["training step"] = training_step(model, batch_size, device, capturable=cuda_graphs)
+    # The step trains a copy: its zero_grad(set_to_none=True) would free the layers' .grad tensors,
+    # into which the layer items' captured CUDA graphs keep writing (an H200 ran into a
+    # device-side assert and an illegal address that way).
+    items["training step"] = training_step(copy.deepcopy(model), batch_size, device, capturable=cuda_graphs)
     return {what: graphed(function) for what, function in items.items()} if cuda_graphs else items
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 
 
-def conv_net_macs(last_channels: int, size: int) -> int:
-    """Multiply-adds of the three 3x3 conv blocks (1 -> 16 -> 32 -> last) on one size x size image."""
-    return 9 * (16 * size**2 + 16 * 32 * (size // 2) ** 2 + 32 * last_channels * (size // 4) ** 2)
+def conv_net_macs(last_channels: int, size: int, widths: tuple[int, ...] = (16, 32)) -> int:
+    """Multiply-adds of the 3x3 conv blocks (1 -> widths... -> last) on one size x size image;
+    each block's conv runs at the size its predecessors' pools left."""
+    channels = [1, *widths, last_channels]
+    return 9 * sum(channels[i] * channels[i + 1] * (size // 2**i) ** 2 for i in range(len(channels) - 1))
 
 
 def duration(seconds: float) -> str:

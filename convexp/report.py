@@ -21,7 +21,7 @@ import yaml
 from convexp.errors import ConvexpError
 from convexp.runs import read_summary
 from convexp.stats import Spread
-from convexp.verdicts import compare, pool_children
+from convexp.verdicts import compare, load_reference, pool_children
 
 # Runs made outside `reproduce` carry no question; their command says which they answer.
 QUESTION_OF_COMMAND = {"count-params": "Q15", "train-mnist": "Q7", "sweep-batch": "Q8", "augment": "Q9",
@@ -131,6 +131,7 @@ def build(runs: list[RunInfo], figures: Path) -> list[Section]:
         q12_section(questions.get("Q12", [])),
         q16_section(questions.get("Q16", [])),
         q17_section(questions.get("Q17", [])),
+        beyond_section(questions.get("beyond", []), questions.get("Q17", [])),
         time_section(runs),
         bench_section(questions.get("bench", [])),
     ]
@@ -153,6 +154,11 @@ def headline_section(questions: dict[str, list[RunInfo]]) -> Section:
     if resize17 and pool17:
         comparisons.append(["Q17: pooling net ahead of resize-to-28 (test)", f"pooling {fmt(pool17)}; resize {fmt(resize17)}",
                             f"{pool17.mean - resize17.mean:+.4f}", beyond_spread(pool17, resize17)])
+    best = spread([test_accuracy(c) for c in pool_children(questions.get("beyond", []), "max")])
+    if best and pool17:
+        comparisons.append(["Beyond: configs/varres-best.yaml ahead of the report's varres network (test, same budget)",
+                            f"varres-best {fmt(best)}; Q17 pooling {fmt(pool17)}", f"{best.mean - pool17.mean:+.4f}",
+                            beyond_spread(best, pool17)])
     loss = batch_size_loss(questions.get("Q8", []))
     if loss:
         comparisons.append(["Q8: larger batches give a lower validation loss (per-sample mean, final epoch)",
@@ -374,6 +380,44 @@ def q17_section(done: list[RunInfo]) -> Section | None:
     pictures = (images(resize[0], "confusion.png") if resize else []) + (images(pool[0], "confusion.png") if pool else [])
     return Section("Question 17: resize vs variable-resolution network", [f"Both networks: {settings(shown)}."],
                    [(resolution_header(resize or pool), rows)], pictures, config_text(shown))
+
+
+BEYOND_FILE = Path(__file__).with_name("beyond.yaml")
+
+
+def beyond_section(done: list[RunInfo], q17: list[RunInfo]) -> Section | None:
+    """configs/varres-best.yaml as this study ran it, beside the report's 98.89% and its network
+    trained here (Q17), with the sweep that found it (convexp/beyond.yaml)."""
+    best = pool_children(done, "max")  # varres-best pools by max, as the report's final network
+    if not best:
+        return None
+    record = yaml.safe_load(BEYOND_FILE.read_text())
+    ours = spread([test_accuracy(c) for c in best])
+    theirs = next(r.value for r in load_reference() if r.key == "Q17_pool")  # the report's 98.89%
+    parameters = best[0].summary.get("parameters", 0)
+    within = "within" if parameters <= record["budget"] else "OVER"
+    seconds = spread([c.summary["seconds_per_epoch"] for c in best])
+    epochs = best[0].config.get("train", {}).get("epochs", 0)
+    text = [
+        f"configs/varres-best.yaml: {parameters:,} parameters, {within} the budget of {record['budget']:,} "
+        "(the question-7 network's). " + record["changes"],
+        f"Test accuracy {fmt(ours)} over {len(best)} seed(s), against the report's {theirs:.2%} (one seed): "
+        f"{ours.mean - theirs:+.4f}; the goal of {record['goal']:.1%} is {'met' if ours.mean >= record['goal'] else 'not met'}. "
+        f"Cost here: {seconds.mean:.1f} s an epoch on {best[0].summary.get('device', '?')} "
+        f"({best[0].summary.get('cpu_threads', '?')} threads), {epochs} epoch{'' if epochs == 1 else 's'} a seed: "
+        f"about {seconds.mean * epochs / 60:.0f} min a seed, plus evaluation. On 2 CPU cores: {record['cost_on_2_cores']}.",
+        f"How it was found, on validation only: `{' '.join(record['sweep']['command'].split())}` "
+        f"({record['sweep']['where']}; chosen by {record['sweep']['select']}). Chosen: {record['sweep']['chosen']}",
+        "What each lever gave: " + record["levers"],
+    ]
+    q17_pool = pool_children([r for r in q17 if r.command == "varres-pool"], "max")
+    rows = [per_resolution_rows("varres-best (this study)", best)]
+    if q17_pool:
+        rows.append(per_resolution_rows("the report's network and training (Q17, this study)", q17_pool))
+    tables = [(resolution_header(best), rows),
+              (record["sweep"]["columns"], [[str(v) for v in point] for point in record["sweep"]["points"]])]
+    return Section("Beyond the report: a variable-resolution network within the same parameter budget", text, tables,
+                   images(done[0], "val_accuracy.png", "accuracy_per_resolution.png"), config_text(best[0]))
 
 
 def q15_section(done: list[RunInfo]) -> Section | None:

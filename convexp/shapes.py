@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import asdict, dataclass
 
 import torch.nn as nn
@@ -41,10 +43,14 @@ def layer_table(model: nn.Module, height: int, width: int) -> list[LayerRow]:
     """Rows for MNISTConvNet or VariableInputNet on a (1, height, width) input."""
     rows = [LayerRow("input", [1, height, width], 0)]
     shape = rows[0].output_shape
-    for index, conv in enumerate((model.features.conv1, model.features.conv2, model.features.conv3), start=1):
+    for index in range(1, model.features.depth + 1):
+        conv = getattr(model.features, f"conv{index}")
+        norm = getattr(model.features, f"norm{index}", None)
         kernel, stride, padding = (tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding))
         shape = conv_shape(conv.out_channels, shape[1], shape[2], kernel, stride, padding, f"conv{index}", tuple(conv.dilation))
-        rows.append(LayerRow(f"conv{index} {kernel[0]}x{kernel[1]} + ReLU", shape, count_parameters(conv)))
+        parameters = count_parameters(conv) + (count_parameters(norm) if norm is not None else 0)
+        rows.append(LayerRow(f"conv{index} {kernel[0]}x{kernel[1]}{f' + {type(norm).__name__}' if norm is not None else ''} + ReLU",
+                             shape, parameters))
         shape = conv_shape(shape[0], shape[1], shape[2], (2, 2), (2, 2), (0, 0), f"pool{index}")
         rows.append(LayerRow(f"pool{index} 2x2", shape, 0))
     if isinstance(model, VariableInputNet):
@@ -62,18 +68,19 @@ def layer_table(model: nn.Module, height: int, width: int) -> list[LayerRow]:
     return rows
 
 
-def nearest_channel_counts(target: int, search: range) -> list[dict]:
-    """N values of VariableInputNet near the target count, ordered by |parameters(N) - target|.
+def nearest_channel_counts(target: int, search: range,
+                           network: Callable[[int], nn.Module] = VariableInputNet) -> list[dict]:
+    """N values of `network(N)` near the target count, ordered by |parameters(N) - target|.
 
-    The count is affine in N (conv3 and fc1 grow by 299 a channel), so two real nets give the
-    line, the line gives the candidates, and each candidate is counted on a real net again:
-    instant for any search range, and no count is taken on trust.
+    The count is affine in N (the last conv and fc1 grow by a fixed amount a channel: 299 for
+    the report's blocks), so two real nets give the line, the line gives the candidates, and each
+    candidate is counted on a real net again: instant for any search range, no count on trust.
     """
-    base = count_parameters(VariableInputNet(1))
-    per_channel = count_parameters(VariableInputNet(2)) - base
+    base = count_parameters(network(1))
+    per_channel = count_parameters(network(2)) - base
     guess = 1 + (target - base) // per_channel
     candidates = sorted({min(max(n, search.start), search.stop - 1) for n in range(guess - 2, guess + 4)})
-    counts = [{"channels": n, "parameters": count_parameters(VariableInputNet(n))} for n in candidates]
+    counts = [{"channels": n, "parameters": count_parameters(network(n))} for n in candidates]
     for entry in counts:
         entry["difference"] = entry["parameters"] - target
     return sorted(counts, key=lambda e: (abs(e["difference"]), e["channels"]))

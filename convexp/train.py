@@ -120,8 +120,15 @@ def train_epoch(
     augment: Augmentation | None,
     advance: Callable[[], None],
     max_batches: int = 0,
+    learning_rate: Callable[[int], float] | None = None,
+    first_step: int = 0,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """One pass over `split` (or its first max_batches batches); the loss of every batch, on device."""
+    """One pass over `split` (or its first max_batches batches); the loss of every batch, on device.
+
+    `learning_rate(step)`, where given, sets the rate before each batch; steps count every batch
+    of training from 0, this epoch's first being `first_step`.
+    """
     model.train()
     order = batch_order(split, batch_size, generators["shuffle"])
     if max_batches:
@@ -131,8 +138,11 @@ def train_epoch(
         images, labels = split.images[bucket][indices], split.labels[bucket][indices]
         if augment is not None:
             images = augment(images, generators["augment"])
+        if learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(first_step + i)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels)
+        loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
         loss.backward()
         optimizer.step()
         losses[i] = loss.detach()  # no .item(): no device sync per batch
@@ -147,6 +157,37 @@ def check_finite(losses: list[float], epoch: int, lr: float) -> None:
                 f"training loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
                 f"train.lr={lr:g} is probably too high; lower it (e.g. --set train.lr={lr / 10:g})"
             )
+
+
+# -- optimizer and learning-rate schedule -------------------------------------------------------
+
+
+def make_optimizer(model: nn.Module, cfg: Train, device: torch.device) -> torch.optim.Optimizer:
+    # fused on a GPU: one kernel for every parameter's update instead of several per tensor, where
+    # launches, not arithmetic, bound a small network's step (the CPU keeps PyTorch's default).
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+
+
+def schedule(cfg: Train, batches_per_epoch: int) -> Callable[[int], float] | None:
+    """The learning rate at each step (batch) of the whole training, or None for a constant train.lr.
+
+    A pure function of the step, so a resumed run continues the same curve with no state saved.
+    """
+    if cfg.schedule == "constant" and not cfg.warmup_epochs:
+        return None
+    total = cfg.epochs * batches_per_epoch
+    warmup = round(cfg.warmup_epochs * batches_per_epoch)
+
+    def learning_rate(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return cfg.lr
+        progress = (step - warmup) / max(1, total - warmup)  # 0 at the end of warm-up, 1 after the last batch
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return learning_rate
 
 
 # -- the training unit --------------------------------------------------------------------------
@@ -189,9 +230,7 @@ def train_unit(
     label: str = "",
 ) -> TrainResult:
     """Train `model` (already on `device`) into `run`, or resume it, or read back a finished run."""
-    # fused on a GPU: one kernel for every parameter's update instead of several per tensor, where
-    # launches, not arithmetic, bound a small network's step (the CPU keeps PyTorch's default).
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type == "cuda")
+    optimizer = make_optimizer(model, cfg, device)
     generators = make_generators(seed, device)
     history = History()
     if run.status == "completed":
@@ -207,12 +246,13 @@ def train_unit(
     prefix = f"{label}epoch"
     n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
     n_batches = min(n_batches, cfg.max_batches or n_batches)
+    learning_rate = schedule(cfg, n_batches)
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
             with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
                 losses = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
-                                     cfg.max_batches)
+                                     cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing)
                 losses = losses.tolist()  # the epoch's one device sync
             history.epoch_seconds.append(round(time.perf_counter() - started, 3))
             check_finite(losses, epoch, cfg.lr)

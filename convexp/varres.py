@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from convexp import image_cache
 from convexp.config import VarresData
 from convexp.data import Split, read_mnist
 from convexp.errors import ConvexpError
@@ -104,18 +105,45 @@ def load_varres(cfg: VarresData) -> tuple[Split, Split, Split]:
     )
 
 
+def warm_cache(root: Path) -> None:
+    """Decode a varres folder here, once, before parallel workers start: each then reads it from
+    the disk cache in a second instead of decoding it again at the same time as the others.
+    Nothing is kept in this process's memory: its workers are the ones that train."""
+    for split in ("train", "test"):
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        name, listing = str(folder.resolve()), folder_listing(folder)
+        if not image_cache.has(name, listing):
+            image_cache.store(name, listing, *decode_image_folder(name))
+
+
 def read_image_folder(folder: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every image as (1, h, w) float32 in [0, 1], one grey channel, via torchvision's ImageFolder.
 
     Decoding the course's 70,000 PNGs takes about 40 s on 2 cores and a study reads the same
-    folders for every step, so a folder is decoded once per process (until its listing changes).
+    folders for every step, so a folder is decoded once (until its listing changes): kept in
+    memory for this process, and on disk for the next ones (convexp/image_cache.py).
     """
-    listing = tuple(p.stat().st_mtime_ns for p in [folder, *sorted(folder.glob("*/"))]) if folder.is_dir() else ()
-    return read_image_folder_once(str(folder.resolve()), listing)
+    return read_image_folder_once(str(folder.resolve()), folder_listing(folder))
+
+
+def folder_listing(folder: Path) -> tuple:
+    """What changes when an image is added or removed: the folder's and its class folders' mtimes."""
+    return tuple(p.stat().st_mtime_ns for p in [folder, *sorted(folder.glob("*/"))]) if folder.is_dir() else ()
 
 
 @functools.lru_cache(maxsize=2)  # a train and a test folder
 def read_image_folder_once(folder: str, listing: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
+    cached = image_cache.load(folder, listing)
+    if cached is not None:
+        return cached
+    images, labels = decode_image_folder(folder)
+    image_cache.store(folder, listing, images, labels)
+    return images, labels
+
+
+def decode_image_folder(folder: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     from torchvision.datasets import ImageFolder
 
     try:

@@ -18,6 +18,13 @@ def two_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def image_cache_of_this_session(tmp_path_factory):
+    """Decoded image folders go to a cache of this test session (the CLI runs inherit it), not
+    the user's ~/.cache: tests never read a cache they did not write."""
+    os.environ["CONVEXP_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
+
+
 def data_dir() -> Path | None:
     value = os.environ.get("CONVEXP_DATA")
     return Path(value) if value else None

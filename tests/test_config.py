@@ -70,6 +70,15 @@ def test_resolved_config_round_trips(tmp_path):
         (VarresPoolConfig, "", ["model.channels=0"], "model.channels (N) must be at least 1"),
         (VarresPoolConfig, "", ["model.pooling=[max, sum]"], "'model.pooling[1]' must be one of max, mean"),
         (AugmentConfig, "", ["augment.enabled=1"], "'augment.enabled' must be true or false"),
+        (TrainMnistConfig, "", ["train.schedule=linear"], "'train.schedule' must be one of constant, cosine"),
+        (TrainMnistConfig, "", ["train.warmup_epochs=4"], "train.warmup_epochs must be at least 0 and below train.epochs=4"),
+        (TrainMnistConfig, "", ["train.weight_decay=-1"], "train.weight_decay must be 0 or more"),
+        (TrainMnistConfig, "", ["train.label_smoothing=1"], "train.label_smoothing must be in [0, 1)"),
+        (TrainMnistConfig, "", ["train.optimizer=sgd"], "'train.optimizer' must be one of adam, adamw"),
+        (VarresPoolConfig, "", ["model.widths=[16, 0]"], "model.widths must list channel counts from 1"),
+        (VarresPoolConfig, "", ["model.norm=group"], "'model.norm' must be one of none, batch, layer"),
+        (VarresPoolConfig, "", ["model.widths=[8, 8, 8, 8, 8]"], "data.resolutions must be at least 64 px for the 6 pooled blocks"),
+        (VarresPoolConfig, "", ["augment.enabled=true"], "augment.transforms is empty while augment.enabled is true"),
     ],
 )
 def test_bad_config_messages(tmp_path, cls, text, overrides, message):

@@ -55,3 +55,23 @@ def test_same_seed_gives_same_training_curve_native_and_unfold():
     torch.testing.assert_close(curves["unfold"], curves["native"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(curves["unfold-reference"], curves["native"], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(curves["native"][0], curves["native"][-1])  # it did learn something
+
+
+@pytest.mark.parametrize("norm,expected", [("none", 28_709), ("batch", 28_838), ("layer", 28_838)])
+def test_blocks_and_norms_count_what_they_add(norm, expected):
+    """A fourth block (widths 16, 32, 32, N = 49); a norm adds 2 parameters a channel and takes
+    the conv's bias."""
+    channels = [1, 16, 32, 32, 49]
+    convs = sum(9 * a * b for a, b in zip(channels, channels[1:]))
+    per_channel = sum(channels[1:])  # a bias, or a norm's two minus the dropped bias: one each
+    assert expected == convs + per_channel * (1 if norm == "none" else 2) + 49 * 10 + 10
+    net = VariableInputNet(49, "max", "native", widths=(16, 32, 32), norm=norm)
+    assert count_parameters(net) == expected
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, 10)  # 32 px halves four times: 2x2
+    assert (net.features.conv1.bias is None) == (norm != "none")
+
+
+def test_the_report_blocks_are_unchanged():
+    """Default blocks: the report's network, with its checkpoint names."""
+    assert count_parameters(VariableInputNet(81)) == 29_029
+    assert set(VariableInputNet(81).state_dict()) == {f"features.conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")} | {"fc1.weight", "fc1.bias"}

@@ -38,7 +38,8 @@ def reproduced(tmp_path_factory):
 
 
 STEPS_OF_SEED_0 = ["count-params", "train-mnist-seed0", "sweep-batch-seed0", "augment-on-seed0", "augment-off-seed0",
-                   "varres-resize-seed0", "varres-pool-seed0", "final-resize-seed0", "final-pool-seed0"]
+                   "varres-resize-seed0", "varres-pool-seed0", "final-resize-seed0", "final-pool-seed0",
+                   "varres-best-seed0"]
 
 
 @pytest.mark.slow
@@ -47,7 +48,7 @@ def test_reproduce_runs_every_question_in_order(reproduced):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["fast_dev_run"] is True
     assert summary["steps"] == STEPS_OF_SEED_0  # --fast-dev-run: one seed round
-    assert set(summary["questions"].values()) == {"Q7", "Q8", "Q9", "Q12", "Q15", "Q16", "Q17"}
+    assert set(summary["questions"].values()) == {"Q7", "Q8", "Q9", "Q12", "Q15", "Q16", "Q17", "beyond"}
     assert set(summary["step_seconds"]) == set(STEPS_OF_SEED_0) and summary["total_seconds"] > 0
     for step in summary["steps"]:
         child = json.loads((run / step / "summary.json").read_text())
@@ -59,7 +60,9 @@ def test_reproduce_runs_every_question_in_order(reproduced):
     assert "lr: 0.0009" in final and "epochs: 1\n" in final  # fast dev run: 1 epoch
     assert "pooling:\n  - max\n" in (run / "final-pool-seed0" / "config.yaml").read_text()
     # progress: which step, and where the whole study stands
-    assert "[3/9] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
+    assert "[3/10] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
+    best = (run / "varres-best-seed0" / "config.yaml").read_text()  # configs/varres-best.yaml's network
+    assert "widths:\n  - 16\n  - 32\n  - 32\n" in best and "norm: batch" in best and "schedule: cosine" in best
     assert re.search(r"study \d+%, \S+ elapsed, ETA \S+", stdout)
     assert "reproduce: time per step" in stdout and "reproduce: time per step" in (run / "log.txt").read_text()
 
@@ -78,6 +81,10 @@ def test_report_tables_match_the_run_folders(reproduced):
     assert f"| Q17_pool |" in markdown and f"{pool['test_accuracy']:.4f} (1 seed)" in markdown
     assert "| Q15 | 29,066 parameters" in markdown and "| 29029 (1 seed) | reproduced |" in markdown
     assert "81 (29,029), 82 (29,328)" in markdown
+    best = json.loads((run / "varres-best-seed0" / "max-seed0" / "summary.json").read_text())
+    assert "## Beyond the report" in markdown and "28,838 parameters, within the budget of 29,066" in markdown
+    assert f"| varres-best (this study) | 1 | {best['test_accuracy']:.4f} (1 seed) |" in markdown
+    assert "convexp sweep varres-pool --config configs/varres-best.yaml" in markdown
     # a smoke run on mini is flagged as such, so nobody reads its verdicts as the report's
     assert "WARNING: runs cut to a few batches per epoch (--fast-dev-run" in markdown and "trained on other data than the report's" in markdown
     assert "| Q7 | train-mnist-seed0 |" in markdown and "mnist-mini | 6,400 | 1,600 | 2,000 |" in markdown

@@ -71,3 +71,19 @@ def test_count_params_cli_match_and_json(tmp_path):
     assert [e["channels"] for e in data["match"]] == [81, 82]
     assert data["networks"]["MNISTConvNet"]["parameters"] == 29_066
     assert data["networks"]["VariableInputNet(N=81)"]["parameters"] == 29_029
+
+
+def test_count_params_proves_varres_best_fits_the_budget(tmp_path):
+    """configs/varres-best.yaml's network, counted layer by layer: within MNISTConvNet's 29,066."""
+    result = run_cli("count-params", "--match", "--set", "widths=[16, 32, 32]", "--set", "channels=49",
+                     "--set", "norm=batch", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (run,) = tmp_path.iterdir()
+    data = json.loads((run / "params.json").read_text())
+    network = data["networks"]["VariableInputNet(N=49, widths=[16, 32, 32], norm=batch)"]
+    assert network["parameters"] == 28_838 <= data["networks"]["MNISTConvNet"]["parameters"]
+    rows = network["inputs"]["32"]
+    assert sum(r["parameters"] for r in rows) == 28_838 and rows[-2]["output_shape"] == [49]
+    assert "conv4 3x3 + BatchNorm2d + ReLU" in [r["layer"] for r in rows]
+    # the closest N is 50, 72 over the budget; 49 is the largest within it
+    assert [(e["channels"], e["difference"]) for e in data["match"]] == [(50, 72), (49, -228)]

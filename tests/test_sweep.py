@@ -41,6 +41,14 @@ def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
         (["train-mnist", "--grid", "train.lr=[0.1]", "--select", "test_accuracy"], "config key 'select' must be one of best_val_accuracy, val_accuracy, val_loss"),
         (["train-mnist", "--grid", "train.lr=[0.1]", "--random", "-1"], "--random must be 0 (the whole grid) or a number of points"),
         (["varres-pool", "--grid", "train.lr=[0.1]", "--set", "model.pooling=[max, mean]"], "varres-pool sweeps one pooling per point"),
+        (["varres-pool", "--grid", "model.widths,model.channels=[80, 49]", "--set", "model.pooling=[max]"],
+         "--grid model.widths,model.channels moves 2 keys together: each value must list 2 values in that order"),
+        (["train-mnist", "--grid", "train.lr=[0.1]", "--grid", "train.epochs,train.lr=[[1, 0.1]]"],
+         "--grid sets train.lr in two places: give each key once"),
+        (["train-mnist", "--grid", "train.lr,seed=[[0.1, 1]]"], "--grid seed: the seeds of every point are --seeds"),
+        (["train-mnist", "--grid", "train.lr,=[[0.1, 1]]"], "--grid train.lr,: an empty key"),
+        (["varres-pool", "--grid", "model.widths,model.channels=[[[16, 32], 80], [[16, -1], 49]]", "--set", "model.pooling=[max]"],
+         "sweep point model.widths,model.channels=[[16, -1], 49]: model.widths must list channel counts from 1"),
     ],
 )
 def test_sweep_errors_are_one_line_before_anything_runs(tmp_path, args, message):
@@ -80,6 +88,21 @@ def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp
     assert report.returncode == 2 and "is a sweep: its ranking is in points.csv" in report.stderr
     listing = run_cli("runs", "--out", str(tmp_path))
     assert f"{best}: best_val_accuracy {float(points[0]['best_val_accuracy_mean']):.4f}, test" in listing.stdout
+
+
+def test_keys_joined_by_commas_move_together():
+    """A network's widths and the channel count that keeps it in budget: one point each pair."""
+    from convexp.config import VarresPoolConfig, to_dict
+    from convexp.experiments.sweep import point_config
+
+    base = to_dict(VarresPoolConfig(model=VarresPoolConfig().model.__class__(pooling=["max"])))
+    config = SweepConfig(experiment="varres-pool", base=base, grid={
+        "model.widths,model.channels": [[[16, 32], 80], [[16, 32, 32], 49]], "model.norm": ["batch", "layer"]})
+    points = grid_points(config)
+    assert len(points) == 4
+    built = [point_config(config, p, 0).model for p in points]
+    assert [(m.widths, m.channels, m.norm) for m in built] == [
+        ([16, 32], 80, "batch"), ([16, 32], 80, "layer"), ([16, 32, 32], 49, "batch"), ([16, 32, 32], 49, "layer")]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from convexp.errors import ConvexpError
 from convexp.lifecycle import open_run
 from convexp.models import MNISTConvNet
 from convexp.runs import RunFolder
-from convexp.train import batch_order, evaluate, train_unit, seed_everything
+from convexp.train import batch_order, evaluate, schedule, train_unit, seed_everything
 
 
 def tiny_splits(n=64, size=28, buckets=(28,)) -> Splits:
@@ -81,3 +81,33 @@ def test_mnist_mini_two_epochs_reaches_93_percent(tmp_path, mnist_root):
     assert result.test.accuracy >= 0.93
     summary = run.read_summary()
     assert summary["status"] == "completed" and summary["parameters"] == 29_066
+
+
+def test_schedules_warm_up_then_hold_or_decay_to_zero():
+    assert schedule(Train(epochs=3, lr=0.01), 10) is None  # the report's constant rate: nothing to set
+    cosine = schedule(Train(epochs=3, lr=0.01, schedule="cosine", warmup_epochs=1), 10)
+    rates = [cosine(step) for step in range(30)]
+    assert rates[:10] == pytest.approx([0.001 * (i + 1) for i in range(10)])  # linear warm-up to lr
+    assert rates[10] == pytest.approx(0.01) and rates[-1] < 1e-4  # then cosine decay towards 0
+    assert all(a > b for a, b in zip(rates[10:], rates[11:]))
+    warm_constant = schedule(Train(epochs=3, lr=0.01, warmup_epochs=0.5), 10)
+    assert [warm_constant(s) for s in (0, 4, 5, 29)] == pytest.approx([0.002, 0.01, 0.01, 0.01])
+
+
+def test_training_follows_the_schedule_from_the_epochs_first_step(tmp_path):
+    """Each batch trains at the schedule's rate for its global step (so a resumed epoch continues
+    the curve); AdamW, weight decay and label smoothing train end to end."""
+    from convexp.train import make_generators, make_optimizer, train_epoch
+
+    cfg = Train(epochs=3, batch_size=16, lr=0.01, schedule="cosine", optimizer="adamw", weight_decay=0.01,
+                label_smoothing=0.1)
+    model = MNISTConvNet("native")
+    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.01
+    seen = []
+    rate = schedule(cfg, 4)
+    losses = train_epoch(model, optimizer, tiny_splits().train, 16, make_generators(0, torch.device("cpu")), None,
+                         lambda: seen.append(optimizer.param_groups[0]["lr"]), 0, rate, 4, cfg.label_smoothing)
+    assert seen == pytest.approx([rate(step) for step in (4, 5, 6, 7)]) and torch.isfinite(losses).all()
+    run, result = train_into(tmp_path, tiny_splits(), cfg)
+    assert len(result.history.rows) == 3

@@ -152,3 +152,65 @@ def test_sixteen_bit_pngs_keep_their_grey_levels(tmp_path):
     deep, plain = open_grey(str(tmp_path / "deep.png")), open_grey(str(tmp_path / "plain.png"))
     torch.testing.assert_close(deep, torch.tensor([[[0, 30000], [65535, 1000]]]) / 65535.0)
     torch.testing.assert_close(deep, plain, atol=1 / 255, rtol=0)  # the same picture as its 8-bit copy
+
+
+def test_decoded_folders_come_back_from_the_disk_cache_bit_identical(tmp_path, monkeypatch):
+    """A second process reads the decoded images from disk: the same values, no PNG decoded."""
+    import convexp.varres as varres
+
+    root = write_pngs(tmp_path / "v", [32, 48, 32, 64, 48])
+    first = load_varres(VarresData(root=str(root)))
+    varres.read_image_folder_once.cache_clear()  # as in a fresh process
+
+    def no_decoding(folder):
+        raise AssertionError(f"{folder} was decoded again instead of read from the cache")
+
+    monkeypatch.setattr(varres, "decode_image_folder", no_decoding)
+    again = load_varres(VarresData(root=str(root)))
+    for a, b in zip(first, again):
+        assert all(torch.equal(x, y) for x, y in zip(a.images + a.labels, b.images + b.labels))
+
+
+def test_cache_entry_changes_when_the_folder_does(tmp_path):
+    import convexp.varres as varres
+
+    root = write_pngs(tmp_path / "v", [32, 48])
+    train = root / "train"
+    assert len(varres.read_image_folder(train)[1]) == 20  # two images of each digit
+    Image.new("L", (32, 32)).save(train / "3" / "extra.png")
+    varres.read_image_folder_once.cache_clear()
+    assert len(varres.read_image_folder(train)[1]) == 21  # not the cached twenty
+
+
+def test_a_torn_cache_entry_is_decoded_again(tmp_path):
+    import convexp.varres as varres
+    from convexp import image_cache
+
+    root = write_pngs(tmp_path / "v", [32, 48])
+    folder = root / "train"
+    expected = varres.read_image_folder(folder)
+    entries = list(image_cache.cache_dir().glob("images-*.pt"))
+    for entry in entries:
+        entry.write_bytes(b"torn")
+    varres.read_image_folder_once.cache_clear()
+    images, labels = varres.read_image_folder(folder)
+    assert torch.equal(labels, expected[1]) and all(torch.equal(x, y) for x, y in zip(images, expected[0]))
+
+
+def test_warming_fills_the_disk_cache_for_the_workers(tmp_path, monkeypatch):
+    """What a study does before its workers start: afterwards no worker decodes a PNG."""
+    import convexp.varres as varres
+
+    root = write_pngs(tmp_path / "v", [32, 64])
+    varres.read_image_folder_once.cache_clear()
+    varres.warm_cache(root)
+    assert varres.read_image_folder_once.cache_info().currsize == 0  # the parent keeps no images in memory
+
+    def no_decoding(folder):
+        raise AssertionError(f"{folder} was decoded again instead of read from the cache")
+
+    monkeypatch.setattr(varres, "decode_image_folder", no_decoding)
+    varres.read_image_folder_once.cache_clear()
+    varres.warm_cache(root)  # already there: nothing to do
+    train, _, test = load_varres(VarresData(root=str(root), val_fraction=0.5))
+    assert train.size == 10 and test.size == 20

@@ -15,9 +15,9 @@ Config = CountParamsConfig  # what `convexp count-params` reads from configs/cou
 
 def run(config: CountParamsConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     base = MNISTConvNet(config.conv)
-    variable = VariableInputNet(config.channels, config.pooling, config.conv)
+    variable = variable_net(config, config.channels)
     tables = {"MNISTConvNet": {"parameters": count_parameters(base), "inputs": {"28": rows(layer_table(base, 28, 28))}},
-              f"VariableInputNet(N={config.channels})": {
+              variable_name(config): {
                   "parameters": count_parameters(variable),
                   "inputs": {str(s): rows(layer_table(variable, s, s)) for s in config.input_sizes}}}
     for network, table in tables.items():
@@ -33,6 +33,16 @@ def run(config: CountParamsConfig, run: RunFolder, device: torch.device, reporte
     run.write_json("params.json", result)
     return {"parameters": {name: t["parameters"] for name, t in tables.items()},
             **({"match": result["match"][:2]} if config.match else {})}
+
+
+def variable_net(config: CountParamsConfig, channels: int) -> VariableInputNet:
+    return VariableInputNet(channels, config.pooling, config.conv, config.widths, config.norm)
+
+
+def variable_name(config: CountParamsConfig) -> str:
+    """'VariableInputNet(N=81)' for the report's blocks; other blocks are named too."""
+    blocks = "" if (list(config.widths), config.norm) == ([16, 32], "none") else f", widths={list(config.widths)}, norm={config.norm}"
+    return f"VariableInputNet(N={config.channels}{blocks})"
 
 
 def rows(layer_rows) -> list[dict]:
@@ -53,7 +63,8 @@ def conv_examples(config: CountParamsConfig, reporter: Reporter) -> list[dict]:
 
 
 def match(config: CountParamsConfig, target: int, reporter: Reporter) -> list[dict]:
-    nearest = nearest_channel_counts(target, range(1, config.match_max_channels + 1))[:2]
+    nearest = nearest_channel_counts(target, range(1, config.match_max_channels + 1),
+                                     lambda n: variable_net(config, n))[:2]
     reporter.table(f"N closest to MNISTConvNet's {target:,} parameters",
                 ["N", "parameters", "difference"],
                 [[e["channels"], f"{e['parameters']:,}", f"{e['difference']:+,}"] for e in nearest])

@@ -25,7 +25,7 @@ from convexp.experiments.common import finish_study, run_experiment_child
 from convexp.lifecycle import experiment_module
 from convexp.progress import StudyProgress, conv_net_macs, duration
 from convexp.runs import RunFolder
-from convexp.varres import build_varres
+from convexp.varres import build_varres, warm_cache
 
 Config = ReproduceConfig  # what `convexp reproduce` reads from configs/reproduce.yaml
 STUDY = True  # its steps can run in parallel (--jobs)
@@ -39,11 +39,14 @@ class Step:
     config: Any  # the step's typed config, complete
 
 
-def base_config(command: str, config: ReproduceConfig) -> Any:
-    path = Path(config.configs_dir) / f"{command}.yaml"
+def base_config(command: str, config: ReproduceConfig, file: str | None = None) -> Any:
+    """configs_dir/<command>.yaml (or configs_dir/<file>) as `command`'s config."""
+    name = file or f"{command}.yaml"
+    path = Path(config.configs_dir) / name
     if not path.is_file():
-        raise ConvexpError(f"configs_dir={config.configs_dir!r} holds no {command}.yaml: run from the project "
-                           "folder or set configs_dir to the project's configs/ folder")
+        beyond = " (or --set beyond=false to skip the varres-best steps)" if file else ""
+        raise ConvexpError(f"configs_dir={config.configs_dir!r} holds no {name}: run from the project "
+                           f"folder or set configs_dir to the project's configs/ folder{beyond}")
     return load_config(experiment_module(command).Config, path)
 
 
@@ -65,8 +68,8 @@ def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> l
         return dataclasses.replace(base, seed=seed, device=device.type, data=data,
                                    model=dataclasses.replace(base.model, conv=config.conv))
 
-    def varres(command: str, seed: int = 0) -> Any:
-        base = base_config(command, config)
+    def varres(command: str, seed: int = 0, file: str | None = None) -> Any:
+        base = base_config(command, config, file)
         return dataclasses.replace(base, seed=seed, device=device.type,
                                    data=dataclasses.replace(base.data, root=str(varres_root)),
                                    model=dataclasses.replace(base.model, conv=config.conv))
@@ -94,9 +97,12 @@ def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> l
             Step(f"final-pool-seed{seed}", "Q17", "varres-pool",
                  dataclasses.replace(final_pool, seeds=[seed], model=dataclasses.replace(final_pool.model, pooling=["max"]))),
         ]
+        if config.beyond:
+            best = varres("varres-pool", seed, file="varres-best.yaml")
+            plan.append(Step(f"varres-best-seed{seed}", "beyond", "varres-pool", dataclasses.replace(best, seeds=[seed])))
     if config.fast_dev_run:  # the pipeline, not the numbers
-        plan = [dataclasses.replace(s, config=with_train(s.config, epochs=1, max_batches=5)) if hasattr(s.config, "train") else s
-                for s in plan]
+        plan = [dataclasses.replace(s, config=with_train(s.config, epochs=1, max_batches=5, warmup_epochs=0.0))
+                if hasattr(s.config, "train") else s for s in plan]
     return plan
 
 
@@ -138,7 +144,8 @@ def planned_work(step: Step) -> tuple[float, int]:
     epochs = children(step) * step.config.train.epochs
     if step.command == "varres-pool":
         resolutions = step.config.data.resolutions
-        per_image = sum(conv_net_macs(step.config.model.channels, r) for r in resolutions) / len(resolutions)
+        model = step.config.model
+        per_image = sum(conv_net_macs(model.channels, r, tuple(model.widths)) for r in resolutions) / len(resolutions)
     else:
         per_image = conv_net_macs(64, 28)
     return float(epochs * training_images(step) * per_image), epochs
@@ -159,7 +166,8 @@ def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -
 
 def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter,
         execution: Execution = SEQUENTIAL) -> dict:
-    plan = steps(config, varres_folder(config, run, reporter), device)
+    varres_root = varres_folder(config, run, reporter)
+    plan = steps(config, varres_root, device)
     planned = {step.name: planned_work(step) for step in plan}
     progress = StudyProgress({n: w for n, (w, _) in planned.items()}, {n: e for n, (_, e) in planned.items()})
     seconds: dict[str, float] = dict(run.read_summary().get("step_seconds", {}))
@@ -185,6 +193,8 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
         seconds[task.name] = round(seconds.get(task.name, 0.0) + spent, 1)
         run.update_summary(step_seconds=seconds)
 
+    if any(task.kwargs["command"].startswith("varres") for task in tasks):
+        warm_cache(varres_root)
     reporter.study = progress if execution.in_this_process else None  # epoch lines say where the study stands
     wall = time.perf_counter()
     try:

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from convexp import plots
-from convexp.config import SweepConfig, dump_yaml, from_dict, set_key
+from convexp.config import SweepConfig, dump_yaml, from_dict, grid_keys, set_key
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
 from convexp.executor import SEQUENTIAL, ChildTask, Execution, run_children
@@ -30,6 +30,7 @@ from convexp.lifecycle import experiment_module
 from convexp.runs import RunFolder, read_summary
 from convexp.stats import mean_std
 from convexp.train import read_csv
+from convexp.varres import warm_cache
 
 Config = SweepConfig
 STUDY = True  # its child runs can run in parallel (--jobs)
@@ -64,7 +65,9 @@ def point_config(config: SweepConfig, point: Point, seed: int, test: bool = Fals
     key or a wrong type is the usual one-line error, naming the point)."""
     raw = copy.deepcopy(config.base)
     for key, value in point.values.items():
-        set_key(raw, key, value)
+        together = grid_keys(key)
+        for part, part_value in zip(together, value if len(together) > 1 else [value]):
+            set_key(raw, part, part_value)
     raw["seed"] = seed
     if config.experiment == "varres-pool":
         raw["seeds"] = [seed]
@@ -100,6 +103,8 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
                        kwargs={"parent": run.path, "name": name, "command": config.experiment,
                                "config": child_config, "question": "", "device": str(device)})
              for name, child_config in unfinished.items()]
+    if tasks and config.experiment.startswith("varres"):
+        warm_cache(Path(config.base["data"]["root"]))
     run_children(tasks, execution, reporter)
     ranking = rank(config, points, run)
     run.write_csv("points.csv", [{"point": r["point"].name, **r["point"].values, f"{config.select}_mean": r["mean"],
@@ -167,7 +172,8 @@ def test_chosen(config: SweepConfig, best: Point, run: RunFolder, device: torch.
         if child.status != "completed":
             continue
         silent = Reporter(quiet=True, console=Console(file=io.StringIO()))  # its tables are not the sweep's
-        experiment.run(point_config(config, best, seed, test=True), child, device, silent)
+        headline = experiment.run(point_config(config, best, seed, test=True), child, device, silent)
+        child.update_summary(**(headline or {}))  # e.g. varres-pool's per-resolution test accuracy
         for leaf in leaf_runs(child.path):
             summary = RunFolder(leaf).update_summary(tested_after_choice=True)
             accuracies.append(summary["test_accuracy"])
@@ -181,7 +187,7 @@ def test_chosen(config: SweepConfig, best: Point, run: RunFolder, device: torch.
 def write_plots(run: RunFolder, config: SweepConfig, ranking: list[dict]) -> None:
     done = [r for r in ranking if r["runs"]]
     for key in config.grid:
-        safe = key.replace(".", "_")
+        safe = key.replace(".", "_").replace(",", "+").replace(" ", "")
         plots.metric_against([(r["point"].values[key], r["mean"], r["std"]) for r in done], key, config.select,
                              run.plots / f"{config.select}_against_{safe}.png")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from convexp import plots
+from convexp.augment import build_pipeline
 from convexp.config import VarresPoolConfig
 from convexp.console import Reporter
 from convexp.data import Splits
@@ -33,9 +34,12 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     cpu_splits = Splits(train, val, test, config.data.root)
     here = cpu_splits.to(device) if execution.in_this_process else None  # workers: no device copy held here
     n = config.model.channels
-    parameters = count_parameters(VariableInputNet(n))
+    parameters = count_parameters(network(config))  # pooling adds none: the same for every child
+    blocks = f"blocks {[*config.model.widths, n]}, norm {config.model.norm}"
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
-                  f"buckets {test.resolutions} px; N={n} ({parameters} parameters)")
+                  f"buckets {test.resolutions} px; N={n}, {blocks} ({parameters:,} parameters)")
+    if config.augment.enabled:
+        reporter.line(f"augmentations: {', '.join(t['name'] for t in config.augment.transforms)}")
     points = {f"{pooling}-seed{seed}": dataclasses.replace(config, seed=seed, seeds=[seed],
                                                           model=dataclasses.replace(config.model, pooling=[pooling]))
               for pooling in config.model.pooling for seed in config.seeds}
@@ -64,7 +68,8 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
 
 def network(config: VarresPoolConfig) -> VariableInputNet:
     """One child's network: its config names a single pooling."""
-    return VariableInputNet(config.model.channels, config.model.pooling[0], config.model.conv)
+    m = config.model
+    return VariableInputNet(m.channels, m.pooling[0], m.conv, m.widths, m.norm)
 
 
 def train_point(parent: Path, name: str, config: VarresPoolConfig, splits: Splits, device: str, reporter: Reporter) -> None:
@@ -78,8 +83,10 @@ def train_point(parent: Path, name: str, config: VarresPoolConfig, splits: Split
         if result.test is not None:
             write_breakdown(child, classification_breakdown(result.test, splits.test, splits.test.resolutions), title)
 
+    # Images stay black (0) outside the digit, so uncovered pixels are filled with 0.
+    augment = build_pipeline(config.augment.transforms) if config.augment.enabled else None
     train_child(RunFolder(parent), "varres-pool", name, config, lambda: network(config), splits, on, reporter,
-                after_training=add_breakdown)
+                after_training=add_breakdown, augment=augment)
 
 
 def aggregate(breakdowns: list[dict]) -> dict:
@@ -115,6 +122,8 @@ def write_plots(run: RunFolder, results: dict, breakdowns: dict, histories: dict
 
 
 def show_table(reporter: Reporter, results: dict, resolutions: list[int]) -> None:
+    if not results:  # a sweep's child, untested until its point is chosen
+        return
     def fmt(value):
         return f"{value['mean']:.4f} ± {value['std']:.4f}"
 

@@ -20,6 +20,7 @@ from types import ModuleType
 
 import torch
 
+from convexp import interrupts
 from convexp.config import dump_yaml, load_config
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull
@@ -243,12 +244,6 @@ def disk_error(exc: OSError, run: RunFolder) -> OSError | DiskFull:
                     "the run; it goes on from its last checkpoint")
 
 
-# How many runs of this process are inside interrupts_as_keyboard_interrupt (a study and its
-# child: 2), and whether a signal has already fired: then every level is saving, and signals
-# stay ignored until the outermost run has written its status.
-_signal_scopes = {"depth": 0, "fired": False}
-
-
 @contextlib.contextmanager
 def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM both raise KeyboardInterrupt while a run works.
@@ -258,7 +253,7 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     One signal is enough: a second (Ctrl-C pressed twice, or a study's driver stopping workers
     that Ctrl-C reached too) must not cut short the saving the first one started, at any level.
     """
-    scopes = _signal_scopes
+    scopes = interrupts.state
 
     def handler(signum, frame):
         scopes["fired"] = True

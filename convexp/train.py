@@ -26,6 +26,7 @@ from convexp.config import Train
 from convexp.console import Reporter
 from convexp.data import Split, Splits
 from convexp.errors import ConvexpError
+from convexp.interrupts import raise_if_interrupted
 from convexp.models import count_parameters
 from convexp.runs import RunFolder
 
@@ -147,6 +148,7 @@ def train_epoch(
         optimizer.step()
         losses[i] = loss.detach()  # no .item(): no device sync per batch
         advance()
+        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python dropped (convexp/interrupts.py)
     return losses
 
 

@@ -111,3 +111,19 @@ def test_training_follows_the_schedule_from_the_epochs_first_step(tmp_path):
     assert seen == pytest.approx([rate(step) for step in (4, 5, 6, 7)]) and torch.isfinite(losses).all()
     run, result = train_into(tmp_path, tiny_splits(), cfg)
     assert len(result.history.rows) == 3
+
+
+def test_an_interrupt_that_python_dropped_still_stops_training_at_the_next_batch(monkeypatch):
+    """A signal that lands in a weakref callback raises a KeyboardInterrupt that Python ignores;
+    the flag the handler set stops the epoch after the batch under way."""
+    from convexp import interrupts
+    from convexp.train import make_generators, train_epoch
+
+    model = MNISTConvNet("native")
+    optimizer = torch.optim.Adam(model.parameters())
+    batches = []
+    monkeypatch.setitem(interrupts.state, "fired", True)
+    with pytest.raises(KeyboardInterrupt):
+        train_epoch(model, optimizer, tiny_splits().train, 16, make_generators(0, torch.device("cpu")), None,
+                    lambda: batches.append(1))
+    assert len(batches) == 1

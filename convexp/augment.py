@@ -60,7 +60,12 @@ def as_range(value: Any, name: str, symmetric: bool = True) -> tuple[float, floa
 
 def random_affine(degrees: Any, translate: Any = None, scale: Any = None) -> Geometric:
     """Rotation by U(degrees), shift by up to translate=(fx, fy) of the size, zoom by U(scale)."""
-    rotation = as_range(degrees, "RandomAffine degrees")
+    return affine(degrees, translate, scale, "RandomAffine")
+
+
+def affine(degrees: Any, translate: Any, scale: Any, name: str) -> Geometric:
+    """random_affine's work; `name` is the transform the config named, for its error messages."""
+    rotation = as_range(degrees, f"{name} degrees")
     shift = (0.0, 0.0)
     if translate is not None:
         if not (isinstance(translate, (list, tuple)) and len(translate) == 2
@@ -97,7 +102,7 @@ def affine_matrix(angle: torch.Tensor, s: torch.Tensor, tx: torch.Tensor, ty: to
 
 
 def random_rotation(degrees: Any) -> Geometric:
-    return random_affine(degrees)
+    return affine(degrees, None, None, "RandomRotation")
 
 
 def random_perspective(distortion_scale: float = 0.5, p: float = 0.5) -> Geometric:

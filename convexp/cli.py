@@ -171,7 +171,7 @@ def sweep(
     experiment: Annotated[str, typer.Argument(help="The experiment to sweep: train-mnist, augment, varres-resize or varres-pool.")],
     grid: Annotated[Optional[list[str]], typer.Option(help="KEY=\\[v1, v2]: a config key and its values (repeatable; the grid is their product). Keys that move together: KEY1,KEY2=\\[\\[a1, b1], \\[a2, b2]].")] = None,
     random: Annotated[int, typer.Option(help="Train N points drawn from the grid (0: every point).")] = 0,
-    seeds: Annotated[str, typer.Option(help="Seeds per point, comma-separated.")] = "0",
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds per point, comma-separated (default: the experiment config's seeds, or its seed).")] = None,
     select: Annotated[str, typer.Option(help="Validation metric that chooses the point: best_val_accuracy, val_accuracy or val_loss.")] = "best_val_accuracy",
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
     name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,

@@ -480,11 +480,32 @@ def resolve_data_roots(config: Any) -> Any:
     return config
 
 
+class DuplicateKey(Exception):
+    def __init__(self, key: Any, where: str):
+        self.key, self.where = key, where
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key written twice in one mapping is an error: YAML keeps the last one
+    silently, so `lr: 0.01` above `lr: 0.02` would train at 0.02 without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(key, f" (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConvexpError(f"config file {path} not found: pass an existing file with --config")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise ConvexpError(f"config file {path} sets {exc.key!r} twice{exc.where}: keep one") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""

@@ -54,6 +54,8 @@ def load(folder: str, listing: tuple) -> tuple[list[torch.Tensor], torch.Tensor]
         flat = pixels.float().div_(255)  # the same arithmetic as decoding: bit-identical values
         sizes = (shapes[:, 0] * shapes[:, 1]).tolist()
         images = [x.view(1, h, w) for x, (h, w) in zip(flat.split(sizes), shapes.tolist())]
+        if not (len(images) == len(labels) == len(shapes) and sum(sizes) == len(pixels)):
+            return None  # well-formed but not whole: decode again
     except Exception:  # a torn or foreign file: decode again, and the entry is rewritten
         return None
     return images, labels

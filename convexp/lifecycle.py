@@ -11,6 +11,7 @@ import contextlib
 import errno
 import importlib
 import os
+import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -214,7 +215,10 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
                     raise error from None
                 raise
             except BaseException as exc:
-                set_final(run, status="failed", error=f"{type(exc).__name__}: {exc}")
+                memory = out_of_memory(exc)
+                set_final(run, status="failed", error=str(memory) if memory else f"{type(exc).__name__}: {exc}")
+                if memory is not None:
+                    raise memory from None
                 raise
             try:
                 run.update_summary(status="completed", finished_at=now())
@@ -242,6 +246,17 @@ def disk_error(exc: OSError, run: RunFolder) -> OSError | DiskFull:
         return exc
     return DiskFull(f"the disk is full ({exc.filename or run.path}): free some space, then `convexp resume` "
                     "the run; it goes on from its last checkpoint")
+
+
+def out_of_memory(exc: BaseException) -> ConvexpError | None:
+    """A network or batch too big for this machine, as one line: the CPU allocator raises a plain
+    RuntimeError ("can't allocate memory"), CUDA an OutOfMemoryError."""
+    if isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
+        asked = re.search(r"tried to allocate (\d+) bytes", str(exc))
+        size = f" (asked for {int(asked.group(1)) / 2**30:.1f} GiB at once)" if asked else ""
+        return ConvexpError(f"out of memory{size}: the network or batch is too large for this machine; "
+                            "lower model.channels / model.widths or train.batch_size")
+    return None
 
 
 @contextlib.contextmanager

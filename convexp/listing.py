@@ -40,6 +40,9 @@ def data_sizes(summary: dict) -> str:
 
 
 def list_runs(out: Path) -> list[list[str]]:
+    if not out.is_dir():
+        what = "is a file" if out.exists() else "does not exist"
+        raise ConvexpError(f"--out {out} {what}: pass the folder that holds the run folders (default: runs)")
     rows = []
     for path in sorted(out.glob("*/summary.json")):
         try:

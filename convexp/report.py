@@ -119,10 +119,10 @@ def test_accuracy(run: RunInfo) -> float:
 # -- sections -----------------------------------------------------------------------------------
 
 
-def build(runs: list[RunInfo], figures: Path) -> list[Section]:
+def build(runs: list[RunInfo], figures: Path, warnings: list[str] = ()) -> list[Section]:
     questions = by_question(runs)
     sections = [
-        headline_section(questions),
+        headline_section(questions, list(warnings)),
         data_section(runs),
         q7_section(questions.get("Q7", [])),
         q8_section(questions.get("Q8", []), figures),
@@ -138,7 +138,7 @@ def build(runs: list[RunInfo], figures: Path) -> list[Section]:
     return [s for s in sections if s is not None]
 
 
-def headline_section(questions: dict[str, list[RunInfo]]) -> Section:
+def headline_section(questions: dict[str, list[RunInfo]], warnings: list[str] = ()) -> Section:
     rows = [[row.reference.key, row.reference.claim, f"{row.reference.value:g} ± {row.reference.precision:g}",
              fmt(row.ours, 0 if row.reference.value >= 1 else 4), row.verdict] for row in compare(questions)]
     comparisons = []
@@ -164,7 +164,7 @@ def headline_section(questions: dict[str, list[RunInfo]]) -> Section:
         comparisons.append(["Q8: larger batches give a lower validation loss (per-sample mean, final epoch)",
                             "; ".join(f"batch {b}: {fmt(v)}" for b, v in loss["per_sample"].items()),
                             loss["ordering"], loss["verdict"]])
-    text = caveats(questions) + ["Verdict: the report's number, with the precision it is stated to, against our mean ± 2 std over "
+    text = list(warnings) + caveats(questions) + ["Verdict: the report's number, with the precision it is stated to, against our mean ± 2 std over "
             "seeds: overlapping is 'reproduced', ours wholly above is 'better', wholly below is 'below'.",
             "Nothing here was chosen on the test set: every setting is the report's own (configs/*.yaml and "
             "configs/reproduce.yaml), and test accuracy is measured once, after training, for reporting only."]
@@ -534,10 +534,14 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
     runs = collect(run_dirs)
     runs += [read_run(d) for d in run_dirs if read_run(d).command == "reproduce"]  # their step times
     if not any(r.summary.get("status") == "completed" for r in runs):
-        raise ConvexpError("none of the runs given has completed: nothing to report")
+        raise ConvexpError("none of the runs given has completed: nothing to report; `convexp resume` a run "
+                           "(see `convexp runs`) and report it when it has")
     target = out or (run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent)
     target.mkdir(parents=True, exist_ok=True)
-    sections = build(runs, target / "report-plots")
+    unfinished = [f"WARNING: {d} is {read_run(d).summary.get('status', 'unknown')}, not completed: what it did not "
+                  f"finish shows as 'not run' or with fewer seeds; `convexp resume {d}` completes it."
+                  for d in run_dirs if read_run(d).summary.get("status") != "completed"]
+    sections = build(runs, target / "report-plots", unfinished)
     from convexp.runs import RunFolder
 
     folder = RunFolder(target)  # its atomic writers

@@ -7,7 +7,7 @@ from convexp.config import SWEEPABLE, SweepConfig, from_dict, parse_value, to_di
 from convexp.errors import ConvexpError
 
 
-def sweep_config(experiment: str, grid: list[str], random: int, seeds: str, select: str, options) -> SweepConfig:
+def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options) -> SweepConfig:
     from convexp.experiments.sweep import check_points
     from convexp.lifecycle import experiment_module, load_experiment_config
 
@@ -15,7 +15,8 @@ def sweep_config(experiment: str, grid: list[str], random: int, seeds: str, sele
         raise ConvexpError(f"cannot sweep {experiment!r}: choose one of {', '.join(SWEEPABLE)}")
     base = load_experiment_config(experiment, experiment_module(experiment).Config, options)
     raw = {"experiment": experiment, "base": to_dict(base), "grid": parse_grid(grid), "random": random,
-           "seeds": parse_seeds(seeds), "select": select, "device": base.device}
+           "seeds": parse_seeds(seeds) if seeds is not None else config_seeds(base), "select": select,
+           "device": base.device}
     config = from_dict(SweepConfig, raw, prefix="")
     check_points(config)  # every point's config, before anything runs
     return config
@@ -38,3 +39,9 @@ def parse_seeds(text: str) -> list:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise ConvexpError(f"--seeds {text!r} must be whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+
+
+def config_seeds(base) -> list[int]:
+    """Without --seeds, the experiment's own: its `seeds` list (varres-pool), else its `seed`;
+    so --config configs/varres-best.yaml sweeps its three seeds, and --set seed=7 is used."""
+    return list(getattr(base, "seeds", None) or [base.seed])

@@ -125,6 +125,14 @@ CATALOGUE = [
     ("report-out-is-a-file", lambda t: (completed_run(t), file_path(t, "f", ""))[0], ["report", "{x}", "--out", "{tmp}/f"], "is a file: pass a folder for report.html"),
     ("name-with-slash", None, ["count-params", "--name", "a/b"], "--name 'a/b' cannot be part of a folder name"),
     ("name-too-long", None, ["count-params", "--name", "n" * 300], "cannot be part of a folder name: use 1 to 100 characters"),
+    ("yaml-key-twice", lambda t: file_path(t, "dup.yaml", "train:\n  lr: 0.01\n  lr: 0.02\n"), ["train-mnist", "--config", "{x}"],
+     "sets 'lr' twice (line 3): keep one"),
+    ("runs-out-missing", None, ["runs", "--out", "{tmp}/nope"], "does not exist: pass the folder that holds the run folders"),
+    ("runs-out-is-a-file", lambda t: file_path(t, "f", ""), ["runs", "--out", "{x}"], "is a file: pass the folder that holds"),
+    ("rotation-named-in-its-error", None, ["augment", "--set", "augment.transforms=[{name: RandomRotation, degrees: -5}]"],
+     "RandomRotation degrees must be 0 or more; got -5"),
+    ("warmup-not-below-epochs", None, ["train-mnist", "--set", "train.warmup_epochs=4"],
+     "train.warmup_epochs must be at least 0 and below train.epochs=4"),
 ]
 
 

@@ -121,3 +121,12 @@ def test_a_second_signal_never_cuts_short_the_saving_of_any_level():
                 raise
     assert saved_after_second_signal
     assert signal.getsignal(signal.SIGINT) is original
+
+
+def test_running_out_of_memory_is_one_line_naming_the_fix():
+    from convexp.lifecycle import out_of_memory
+
+    error = out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                                       "you tried to allocate 29491200000 bytes. Error code 12"))
+    assert "asked for 27.5 GiB at once" in str(error) and "lower model.channels" in str(error)
+    assert out_of_memory(RuntimeError("shape mismatch")) is None

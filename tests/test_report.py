@@ -129,3 +129,19 @@ def test_runs_lists_the_folder_with_its_data(reproduced):
 def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     result = run_cli("report", str(tmp_path))
     assert result.returncode == 2 and "is not a convexp run folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_unfinished_study_is_reported_as_unfinished(reproduced, tmp_path):
+    """A study that was interrupted (or killed) is never passed off as complete."""
+    import shutil
+
+    run, _ = reproduced
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps(summary | {"status": "interrupted"}))
+    report = run_cli("report", str(copy))
+    assert report.returncode == 0, report.stderr
+    assert f"WARNING: {copy} is interrupted, not completed" in (copy / "report.md").read_text()
+    assert f"`convexp resume {copy}` completes it" in (copy / "report.md").read_text()

@@ -118,3 +118,12 @@ def test_keys_joined_by_commas_move_together():
 def test_keys_the_sweep_owns_and_malformed_points_are_one_line(tmp_path, args, message):
     result = invoke("sweep", "train-mnist", *args, "--out", str(tmp_path / "runs"))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_without_seeds_a_sweep_takes_the_experiment_configs_own():
+    """--config configs/varres-best.yaml sweeps its three seeds; --set seed=7 is used, not ignored."""
+    from convexp.config import VarresPoolConfig
+    from convexp.sweep_options import config_seeds
+
+    assert config_seeds(VarresPoolConfig(seeds=[0, 1, 2])) == [0, 1, 2]
+    assert config_seeds(TrainMnistConfig(seed=7)) == [7]

@@ -214,3 +214,20 @@ def test_warming_fills_the_disk_cache_for_the_workers(tmp_path, monkeypatch):
     varres.warm_cache(root)  # already there: nothing to do
     train, _, test = load_varres(VarresData(root=str(root), val_fraction=0.5))
     assert train.size == 10 and test.size == 20
+
+
+def test_a_cache_entry_that_is_whole_but_inconsistent_is_decoded_again(tmp_path):
+    """Labels shorter than the images (a foreign or edited entry): never used, never a traceback."""
+    import convexp.varres as varres
+    from convexp import image_cache
+
+    root = write_pngs(tmp_path / "v", [32, 48])
+    folder = root / "train"
+    expected = varres.read_image_folder(folder)
+    name, listing = str(folder.resolve()), varres.folder_listing(folder)
+    stored = torch.load(image_cache.entry(name, listing), weights_only=True)
+    stored["labels"] = stored["labels"][:-3]
+    torch.save(stored, image_cache.entry(name, listing))
+    assert image_cache.load(name, listing) is None
+    varres.read_image_folder_once.cache_clear()
+    assert torch.equal(varres.read_image_folder(folder)[1], expected[1])

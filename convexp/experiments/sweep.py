@@ -95,6 +95,8 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
         execution: Execution = SEQUENTIAL) -> dict:
     points = check_points(config)
     children = {f"{p.name}-seed{s}": (p, s) for p in points for s in config.seeds}
+    if config.random > len(points):
+        reporter.line(f"--random {config.random} is more than the grid's {len(points)} point(s): every point runs")
     reporter.line(f"sweep of {config.experiment}: {len(points)} point(s) x {len(config.seeds)} seed(s) = "
                   f"{len(children)} runs, chosen by {config.select} on validation")
     unfinished = {name: point_config(config, p, s) for name, (p, s) in children.items()

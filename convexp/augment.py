@@ -232,3 +232,14 @@ def build_one(spec: dict[str, Any], index: int) -> Geometric | Pixelwise:
         raise ConvexpError(f"{where}: bad {name} arguments {arguments}: {exc}") from None
 
 
+
+
+def preview(pipeline: Transform, images: torch.Tensor, augment, seed: int, path, to_unit=lambda x: x) -> None:
+    """`path` (plots/augmentations.png): augment.preview_digits digits beside
+    augment.preview_draws augmented draws of each, from a stream apart from training's."""
+    from convexp import plots
+
+    originals = images[: augment.preview_digits]
+    generator = torch.Generator(device=images.device).manual_seed(seed + 1000)  # not the training stream
+    draws = [pipeline(originals, generator) for _ in range(augment.preview_draws)]
+    plots.augmentation_grid(to_unit(originals), [to_unit(d) for d in draws], path)

@@ -259,7 +259,8 @@ class VarresPoolConfig:
     model: VarresModel = field(default_factory=VarresModel)
     train: Train = field(default_factory=Train)
     # Training augmentation, off by default (the report's runs had none); configs/varres-best.yaml
-    # turns it on. Same transforms as `convexp augment`, drawn per image at its own resolution.
+    # turns it on. Same transforms as `convexp augment`, drawn per image at its own resolution;
+    # plots/augmentations.png previews them on 64 px canvases.
     augment: Augment = field(default_factory=lambda: Augment(enabled=False))
 
     def __post_init__(self):

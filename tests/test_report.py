@@ -63,6 +63,7 @@ def test_reproduce_runs_every_question_in_order(reproduced):
     assert "[3/10] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
     best = (run / "varres-best-seed0" / "config.yaml").read_text()  # configs/varres-best.yaml's network
     assert "widths:\n  - 16\n  - 32\n  - 32\n" in best and "norm: batch" in best and "schedule: cosine" in best
+    assert (run / "varres-best-seed0" / "plots" / "augmentations.png").is_file()  # its augment.preview_*
     assert re.search(r"study \d+%, \S+ elapsed, ETA \S+", stdout)
     assert "reproduce: time per step" in stdout and "reproduce: time per step" in (run / "log.txt").read_text()
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from convexp import plots
-from convexp.augment import build_pipeline
+from convexp.augment import build_pipeline, preview
 from convexp.config import AugmentConfig
 from convexp.console import Reporter
 from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
@@ -21,7 +20,8 @@ def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: R
     pipeline = build_pipeline(config.augment.transforms, background) if config.augment.enabled else None
     splits = load_mnist(config.data).to(device)
     if pipeline is not None:
-        preview(pipeline, splits.train.images[0], config, run, device)
+        preview(pipeline, splits.train.images[0], config.augment, config.seed, run.plots / "augmentations.png",
+                to_unit(config))
         reporter.line(f"augmentations: {', '.join(t['name'] for t in config.augment.transforms) or 'none listed'}")
     else:
         reporter.line("augmentations: disabled (augment.enabled=false)")
@@ -37,13 +37,6 @@ def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: R
     return {"augmented": pipeline is not None}
 
 
-def preview(pipeline, images: torch.Tensor, config: AugmentConfig, run: RunFolder, device) -> None:
-    """plots/augmentations.png: a few digits beside several augmented draws of each."""
-    originals = images[: config.augment.preview_digits]
-    generator = torch.Generator(device=device).manual_seed(config.seed + 1000)  # not the training stream
-    draws = [pipeline(originals, generator) for _ in range(config.augment.preview_draws)]
-
-    def to_unit(images: torch.Tensor) -> torch.Tensor:  # undo data.normalize for display
-        return images * MNIST_STD + MNIST_MEAN if config.data.normalize else images
-
-    plots.augmentation_grid(to_unit(originals), [to_unit(d) for d in draws], run.plots / "augmentations.png")
+def to_unit(config: AugmentConfig):
+    """Undo data.normalize for display."""
+    return (lambda images: images * MNIST_STD + MNIST_MEAN) if config.data.normalize else (lambda images: images)

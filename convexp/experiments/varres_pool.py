@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from convexp import plots
-from convexp.augment import build_pipeline
+from convexp.augment import build_pipeline, preview
 from convexp.config import VarresPoolConfig
 from convexp.console import Reporter
 from convexp.data import Splits
@@ -40,6 +40,9 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
                   f"buckets {test.resolutions} px; N={n}, {blocks} ({parameters:,} parameters)")
     if config.augment.enabled:
         reporter.line(f"augmentations: {', '.join(t['name'] for t in config.augment.transforms)}")
+        # on the largest canvases, where shifts and rotations show best
+        preview(build_pipeline(config.augment.transforms), train.images[-1], config.augment, config.seeds[0],
+                run.plots / "augmentations.png")
     points = {f"{pooling}-seed{seed}": dataclasses.replace(config, seed=seed, seeds=[seed],
                                                           model=dataclasses.replace(config.model, pooling=[pooling]))
               for pooling in config.model.pooling for seed in config.seeds}

@@ -527,20 +527,21 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
     run_dirs = list({d.resolve(): d for d in run_dirs}.values())  # a folder named twice counts once
     if out is not None and out.exists() and not out.is_dir():
         raise ConvexpError(f"--out {out} is a file: pass a folder for report.html and report.md")
-    for run_dir in run_dirs:
-        if read_run(run_dir).command == "sweep":
+    given = {run_dir: read_run(run_dir) for run_dir in run_dirs}  # each summary.json read once
+    for run_dir, info in given.items():
+        if info.command == "sweep":
             raise ConvexpError(f"{run_dir} is a sweep: its ranking is in points.csv and summary.json, the chosen "
                                "config in best.yaml; `convexp report` sets the study's runs beside the seed report")
     runs = collect(run_dirs)
-    runs += [read_run(d) for d in run_dirs if read_run(d).command == "reproduce"]  # their step times
+    runs += [info for info in given.values() if info.command == "reproduce"]  # their step times
     if not any(r.summary.get("status") == "completed" for r in runs):
         raise ConvexpError("none of the runs given has completed: nothing to report; `convexp resume` a run "
                            "(see `convexp runs`) and report it when it has")
     target = out or (run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent)
     target.mkdir(parents=True, exist_ok=True)
-    unfinished = [f"WARNING: {d} is {read_run(d).summary.get('status', 'unknown')}, not completed: what it did not "
+    unfinished = [f"WARNING: {d} is {info.summary.get('status', 'unknown')}, not completed: what it did not "
                   f"finish shows as 'not run' or with fewer seeds; `convexp resume {d}` completes it."
-                  for d in run_dirs if read_run(d).summary.get("status") != "completed"]
+                  for d, info in given.items() if not info.completed]
     sections = build(runs, target / "report-plots", unfinished)
     from convexp.runs import RunFolder
 

@@ -192,15 +192,23 @@ def write_atomic(target: Path, data: bytes) -> Path:
 
 def environment() -> dict[str, Any]:
     """What a reader needs to repeat a run: versions, machine, source commit."""
-    import torchvision
-
     return {
         "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
+        "torchvision_version": installed_version("torchvision"),
         "python_version": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
+
+
+def installed_version(package: str) -> str | None:
+    """The package's version from its metadata: importing torchvision to ask would cost 2 s."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def git_commit() -> str | None:

@@ -131,7 +131,7 @@ class Train:
     # Evaluate the test split after every epoch too (the report's question 9 plots it).
     test_each_epoch: bool = False
     checkpoint_every: int = 1
-    max_batches: int = 0  # 0: every batch; N > 0: stop each epoch after N batches (smoke runs)
+    max_batches: int = 0  # 0: every batch; N > 0: stop each epoch after N batches, train metrics on those (smoke runs)
     # CUDA only: torch.use_deterministic_algorithms(True); CPU runs are deterministic anyway.
     deterministic: bool = False
     # Evaluate the test split once training ends. A sweep's runs leave it off: the point is

@@ -124,8 +124,9 @@ def train_epoch(
     learning_rate: Callable[[int], float] | None = None,
     first_step: int = 0,
     label_smoothing: float = 0.0,
-) -> torch.Tensor:
-    """One pass over `split` (or its first max_batches batches); the loss of every batch, on device.
+) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+    """One pass over `split` (or its first max_batches batches): the loss of every batch, on
+    device, and the batches as (bucket, indices).
 
     `learning_rate(step)`, where given, sets the rate before each batch; steps count every batch
     of training from 0, this epoch's first being `first_step`.
@@ -149,7 +150,14 @@ def train_epoch(
         losses[i] = loss.detach()  # no .item(): no device sync per batch
         advance()
         raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python dropped (convexp/interrupts.py)
-    return losses
+    return losses, order
+
+
+def trained_on(split: Split, order: list[tuple[int, torch.Tensor]]) -> Split:
+    """The images of `split` that the batches in `order` hold, bucket by bucket."""
+    buckets = sorted({bucket for bucket, _ in order})
+    rows = {b: torch.cat([indices for bucket, indices in order if bucket == b]).sort().values for b in buckets}
+    return Split([split.images[b][rows[b]] for b in buckets], [split.labels[b][rows[b]] for b in buckets])
 
 
 def check_finite(losses: list[float], epoch: int, lr: float) -> None:
@@ -253,13 +261,16 @@ def train_unit(
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
             with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
-                losses = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
-                                     cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing)
+                losses, order = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
+                                            cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing)
                 losses = losses.tolist()  # the epoch's one device sync
             history.epoch_seconds.append(round(time.perf_counter() - started, 3))
             check_finite(losses, epoch, cfg.lr)
             history.batch_losses.append(losses)
-            history.rows.append(epoch_metrics(model, splits, cfg, epoch))
+            # A smoke run (max_batches) measures its train metrics on what it trained on: the whole
+            # training set would cost it many times its training.
+            trained = trained_on(splits.train, order) if cfg.max_batches else splits.train
+            history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained))
             snapshot = make_snapshot(epoch, model, optimizer, generators, history)
             write_progress(run, history)
             if epoch % cfg.checkpoint_every == 0:
@@ -275,11 +286,13 @@ def train_unit(
     return finish(run, model, splits, cfg, history)
 
 
-def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int) -> dict[str, float]:
+def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int, train: Split) -> dict[str, float]:
+    """Loss and accuracy on `train` (the training images measured), validation, and test if asked."""
     row: dict[str, float] = {"epoch": epoch}
+    measured = {"train": train, "val": splits.val, "test": splits.test}
     names = ["train", "val"] + (["test"] if cfg.test_each_epoch else [])
     for name in names:
-        result = evaluate(model, getattr(splits, name), cfg.eval_batch_size)
+        result = evaluate(model, measured[name], cfg.eval_batch_size)
         row[f"{name}_loss"] = result.loss
         row[f"{name}_accuracy"] = result.accuracy
     return row

@@ -12,7 +12,7 @@ from convexp.errors import ConvexpError
 from convexp.lifecycle import open_run
 from convexp.models import MNISTConvNet
 from convexp.runs import RunFolder
-from convexp.train import batch_order, evaluate, schedule, train_unit, seed_everything
+from convexp.train import batch_order, evaluate, make_generators, schedule, seed_everything, trained_on, train_unit
 
 
 def tiny_splits(n=64, size=28, buckets=(28,)) -> Splits:
@@ -67,6 +67,27 @@ def test_same_seed_gives_byte_identical_metrics(tmp_path):
     assert (run_c.path / "batches.csv").read_bytes() != (run_a.path / "batches.csv").read_bytes()
 
 
+def test_a_smoke_run_measures_train_metrics_on_the_batches_it_trained_on(tmp_path):
+    """train.max_batches: the epoch's train loss and accuracy are those of the images it trained
+    on, not of the whole training set (which would cost a smoke run many times its training)."""
+    splits = tiny_splits(n=64, buckets=(28, 32))
+    order = batch_order(splits.train, 16, make_generators(0, torch.device("cpu"))["shuffle"])[:3]  # the epoch's draw
+    part = trained_on(splits.train, order)
+    buckets = sorted({b for b, _ in order})
+    assert part.size == 48 and part.resolutions == [splits.train.resolutions[b] for b in buckets]
+    for images, labels, bucket in zip(part.images, part.labels, buckets):
+        drawn = torch.cat([i for b, i in order if b == bucket]).sort().values
+        assert torch.equal(images, splits.train.images[bucket][drawn]) and torch.equal(labels, splits.train.labels[bucket][drawn])
+    splits = tiny_splits(n=64)  # MNISTConvNet's 28 px
+    order = batch_order(splits.train, 16, make_generators(0, torch.device("cpu"))["shuffle"])[:3]
+    part = trained_on(splits.train, order)
+    _, result = train_into(tmp_path, splits, Train(epochs=1, batch_size=16, max_batches=3))
+    row = result.history.rows[0]
+    assert row["train_accuracy"] == pytest.approx(evaluate(result.model, part, 1000).accuracy)
+    assert row["train_loss"] == pytest.approx(evaluate(result.model, part, 1000).loss)
+    assert row["train_loss"] != pytest.approx(evaluate(result.model, splits.train, 1000).loss)
+
+
 def test_diverging_loss_fails_naming_epoch_and_batch(tmp_path):
     with pytest.raises(ConvexpError, match=r"training loss became nan at epoch 1, batch \d+: .*train.lr=1e\+30"):
         train_into(tmp_path, tiny_splits(), Train(epochs=1, batch_size=8, lr=1e30))
@@ -97,7 +118,7 @@ def test_schedules_warm_up_then_hold_or_decay_to_zero():
 def test_training_follows_the_schedule_from_the_epochs_first_step(tmp_path):
     """Each batch trains at the schedule's rate for its global step (so a resumed epoch continues
     the curve); AdamW, weight decay and label smoothing train end to end."""
-    from convexp.train import make_generators, make_optimizer, train_epoch
+    from convexp.train import make_optimizer, train_epoch
 
     cfg = Train(epochs=3, batch_size=16, lr=0.01, schedule="cosine", optimizer="adamw", weight_decay=0.01,
                 label_smoothing=0.1)
@@ -106,7 +127,7 @@ def test_training_follows_the_schedule_from_the_epochs_first_step(tmp_path):
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.01
     seen = []
     rate = schedule(cfg, 4)
-    losses = train_epoch(model, optimizer, tiny_splits().train, 16, make_generators(0, torch.device("cpu")), None,
+    losses, _ = train_epoch(model, optimizer, tiny_splits().train, 16, make_generators(0, torch.device("cpu")), None,
                          lambda: seen.append(optimizer.param_groups[0]["lr"]), 0, rate, 4, cfg.label_smoothing)
     assert seen == pytest.approx([rate(step) for step in (4, 5, 6, 7)]) and torch.isfinite(losses).all()
     run, result = train_into(tmp_path, tiny_splits(), cfg)
@@ -117,7 +138,7 @@ def test_an_interrupt_that_python_dropped_still_stops_training_at_the_next_batch
     """A signal that lands in a weakref callback raises a KeyboardInterrupt that Python ignores;
     the flag the handler set stops the epoch after the batch under way."""
     from convexp import interrupts
-    from convexp.train import make_generators, train_epoch
+    from convexp.train import train_epoch
 
     model = MNISTConvNet("native")
     optimizer = torch.optim.Adam(model.parameters())

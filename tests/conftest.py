@@ -12,10 +12,30 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# CPU threads of every torch process in the suite: the test process, and the CLI subprocesses
+# (through OMP_NUM_THREADS, torch's default), whatever the machine's core count. Runs compared
+# byte for byte across processes must use the same count: it changes sums in the last bits.
+# `make test` runs tests in parallel processes (pytest-xdist), one thread each: several
+# processes of two threads on two cores wait on each other's threads and run up to 10x slower.
+TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+torch.set_num_threads(TEST_THREADS)  # already for module fixtures, which run before the autouse one below
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first, longest first (`slow(seconds=N)`, else about 10 s): run in parallel
+    (make test), the last minute is then short tests on every process, not one long test on one
+    process while the others are idle."""
+    def cost(item) -> float:
+        slow = item.get_closest_marker("slow")
+        return slow.kwargs.get("seconds", 10) if slow is not None else 0
+
+    items.sort(key=cost, reverse=True)
+
 
 @pytest.fixture(autouse=True)
-def two_threads():
-    torch.set_num_threads(2)
+def test_threads():
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,7 +50,7 @@ def data_dir() -> Path | None:
     return Path(value) if value else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """../shared/data/mnist-mini, found through CONVEXP_DATA (set by .ci/run)."""
     root = data_dir()
@@ -68,13 +88,18 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
     from convexp.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    previous = Path.cwd()
+    previous, columns = Path.cwd(), os.environ.get("COLUMNS")
     os.chdir(REPO)
+    os.environ["COLUMNS"] = str(max(200, int(columns or 0)))  # tables at least as wide as run_cli's
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
     finally:
         os.chdir(previous)
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
     return subprocess.CompletedProcess(["convexp", *args], code, out.getvalue(), err.getvalue())
 
 

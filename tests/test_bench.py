@@ -7,7 +7,7 @@ import json
 import pytest
 
 from convexp.experiments.bench import layer_flops, step_flops
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 
 def test_step_flops_by_hand():
@@ -28,7 +28,7 @@ def test_layer_flops_add_up_to_the_step():
 
 
 def test_bench_writes_rows_ratios_and_plot(tmp_path):
-    result = run_cli("bench", "--set", "batch_sizes=[2]", "--set", "threads=[1]", "--set", "min_run_time=0.01",
+    result = invoke("bench", "--set", "batch_sizes=[2]", "--set", "threads=[1]", "--set", "min_run_time=0.01",
                      "--set", "rounds=1", "--set", "loop_digits=64", "--set", "loop_repeats=1", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     (run,) = tmp_path.iterdir()
@@ -50,7 +50,7 @@ def test_bench_writes_rows_ratios_and_plot(tmp_path):
         ms[("unfold", f"{name} matmuls alone")]["ms"] - ms[("native", f"{name} fwd+bwd")]["ms"] for name in ("conv1", "conv2", "conv3"))
     assert ms[("unfold", "training step, matmul floor")]["ms"] == pytest.approx(expected)
 
-    report = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    report = invoke("report", str(run), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| 1 | 2 | unfold | training step, matmul floor |" in markdown

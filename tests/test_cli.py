@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import REPO, mini, run_cli
+from tests.conftest import REPO, invoke, mini, run_cli
 
 RUN_FILES = ["config.yaml", "metrics.csv", "batches.csv", "summary.json", "model.pt", "log.txt",
              "plots/loss.png", "plots/accuracy.png", "plots/batch_loss.png"]
@@ -44,12 +44,16 @@ def test_train_mnist_writes_a_complete_run_folder(tmp_path, mnist_root):
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
-    result = run_cli("train-mnist", "--set", "train.epoch=2", "--out", str(tmp_path), "--debug")
-    assert result.returncode != 0 and "Traceback" in result.stderr
+    """--debug lets the error out of main(), to Python, which prints its traceback."""
+    from convexp.errors import ConvexpError
+
+    with pytest.raises(ConvexpError, match="unknown config key 'train.epoch'"):
+        invoke("train-mnist", "--set", "train.epoch=2", "--out", str(tmp_path), "--debug")
+    assert invoke("train-mnist", "--set", "train.epoch=2", "--out", str(tmp_path)).returncode == 2  # without: one line
 
 
 def test_failed_data_load_leaves_a_failed_run_not_a_complete_one(tmp_path):
-    result = run_cli("train-mnist", "--set", "data.root=/nonexistent", "--set", "data.download=false", "--out", str(tmp_path))
+    result = invoke("train-mnist", "--set", "data.root=/nonexistent", "--set", "data.download=false", "--out", str(tmp_path))
     assert result.returncode == 2
     run = only_run(tmp_path)
     summary = json.loads((run / "summary.json").read_text())

@@ -49,16 +49,15 @@ def test_truncated_idx_file_is_named(tmp_path, mnist_root):
         load_mnist(MnistData(root=str(tmp_path), download=False))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_one_epoch_on_full_mnist_at_the_reports_split(tmp_path):
     """`make train`'s data: the official 60,000 digits split 50,000 / 10,000, tested on 10,000."""
-    from tests.conftest import data_dir, run_cli
+    from tests.conftest import data_dir, invoke
 
     root = data_dir() / "mnist" if data_dir() else None
     if root is None or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip("real-data test: set CONVEXP_DATA to a folder holding mnist/ (full MNIST), e.g. ../shared/data")
-    result = run_cli("train-mnist", "--set", "train.epochs=1", "--set", "train.batch_size=64", "--out", str(tmp_path), "-q",
-                     env={"CONVEXP_DATA": str(data_dir())})
+    result = invoke("train-mnist", "--set", "train.epochs=1", "--set", "train.batch_size=64", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     (run,) = tmp_path.iterdir()
     summary = json.loads((run / "summary.json").read_text())

@@ -8,6 +8,7 @@ import math
 import struct
 
 import pytest
+import torch
 
 from tests.conftest import invoke, run_cli, write_pngs
 
@@ -142,8 +143,9 @@ def test_bad_input_catalogue(tmp_path, setup, argv, message):
     args = [a.replace("{x}", str(value)).replace("{tmp}", str(tmp_path)) for a in argv]
     if "--out" not in args and args[0] not in ("resume", "make-varres", "report"):
         args += ["--out", str(tmp_path / "runs")]
-    # In this process (fast); the GPU case in a subprocess that cannot see one.
-    result = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": ""}) if "cuda" in args else invoke(*args)
+    # In this process (fast); the GPU case, on a machine with one, in a subprocess that cannot see it.
+    hide_gpu = "cuda" in args and torch.cuda.is_available()
+    result = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": ""}) if hide_gpu else invoke(*args)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -18,7 +18,7 @@ from convexp.console import Reporter
 from convexp.executor import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
-from tests.conftest import REPO, invoke, mini, run_cli
+from tests.conftest import REPO, invoke, mini
 
 
 # -- task functions a worker imports by name ------------------------------------------------------
@@ -85,17 +85,31 @@ def test_bad_jobs_is_one_line(jobs, message):
 # -- the real thing, on mnist-mini ---------------------------------------------------------------
 
 
-SWEEP = ["--set", "train.epochs=1", "--set", "train.max_batches=40", "--set", "sweep.batch_sizes=[16, 32]",
+SWEEP = ["--set", "train.epochs=1", "--set", "train.max_batches=20", "--set", "sweep.batch_sizes=[16, 32]",
          "--set", "sweep.seeds=[0]"]
+NEEDS_RAY = "--executor ray needs Ray: make setup installs it (pip install -e '.[ray]')"
 
 
-@pytest.mark.slow
-def test_workers_and_ray_give_byte_identical_children_to_a_sequential_sweep(tmp_path, mnist_root):
-    pytest.importorskip("ray", reason="--executor ray needs Ray: make setup installs it (pip install -e '.[ray]')")
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for this module's Ray tests, started as `--executor ray` starts one
+    (each start costs 5-8 s); studies run here join it rather than starting their own."""
+    ray = pytest.importorskip("ray", reason=NEEDS_RAY)
+    from convexp.ray_executor import connect
+
+    assert connect(ray, None, Reporter(quiet=True))  # a local instance, started here
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.xdist_group("ray")  # one Ray instance for both
+@pytest.mark.slow(seconds=45)
+def test_workers_and_ray_give_byte_identical_children_to_a_sequential_sweep(tmp_path, mnist_root, ray_instance):
     ways = {"sequential": ["--jobs", "1"], "jobs2": ["--jobs", "2"], "ray": ["--executor", "ray"]}
     for way, options in ways.items():
-        result = run_cli("sweep-batch", *mini(mnist_root), *SWEEP, *options, "--threads", "1",
-                         "--out", str(tmp_path / way), "-q")
+        result = invoke("sweep-batch", *mini(mnist_root), *SWEEP, *options, "--threads", "1",
+                        "--out", str(tmp_path / way), "-q")
         assert result.returncode == 0, result.stderr
         (study,) = (tmp_path / way).iterdir()
         assert json.loads((study / "summary.json").read_text())["status"] == "completed"
@@ -108,9 +122,9 @@ def test_workers_and_ray_give_byte_identical_children_to_a_sequential_sweep(tmp_
             assert "checkpoint.pt" not in {p.name for p in (study / child).iterdir()}  # the folder came back as it ended
 
 
-def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path):
-    ray = pytest.importorskip("ray", reason="--executor ray needs Ray: make setup installs it (pip install -e '.[ray]')")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+@pytest.mark.slow  # with the other Ray test: one instance for both, whatever the order
+@pytest.mark.xdist_group("ray")  # one Ray instance for both
+def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path, ray_instance):
     tasks = tasks_of(tmp_path, [complete, die_while_running])
     run_children(tasks, Execution(jobs=0, threads=1, executor="ray"), Reporter(quiet=True))
     assert RunFolder(tmp_path / "c0").status == "completed"
@@ -125,11 +139,11 @@ def test_ray_missing_is_one_line(monkeypatch):
     assert result.returncode == 2 and "--executor ray needs Ray, an optional dependency: pip install -e '.[ray]'" in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, mnist_root):
     out = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-m", "convexp", "sweep-batch", *mini(mnist_root), "--set", "train.epochs=3",
-                                "--set", "train.max_batches=150", "--set", "sweep.batch_sizes=[16, 32]", "--set", "sweep.seeds=[0]", "--jobs", "2",
+    process = subprocess.Popen([sys.executable, "-m", "convexp", "sweep-batch", *mini(mnist_root), "--set", "train.epochs=4",
+                                "--set", "train.max_batches=40", "--set", "sweep.batch_sizes=[16, 32]", "--set", "sweep.seeds=[0]", "--jobs", "2",
                                 "--threads", "1", "--out", str(out), "-q"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 180
@@ -149,10 +163,10 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, mnist_root):
     for child in children:  # no worker left behind
         with pytest.raises(ProcessLookupError):
             os.kill(child["owner"]["pid"], 0)
-    result = run_cli("resume", str(study), "--jobs", "2", "--threads", "1", "-q")
+    result = invoke("resume", str(study), "--jobs", "2", "--threads", "1", "-q")
     assert result.returncode == 0, result.stderr
     assert all(RunFolder(study / c).status == "completed" for c in ("bs16-seed0", "bs32-seed0"))
-    assert len((study / "bs16-seed0" / "metrics.csv").read_text().splitlines()) == 1 + 3
+    assert len((study / "bs16-seed0" / "metrics.csv").read_text().splitlines()) == 1 + 4
 
 
 def test_live_view_reads_each_child_from_its_folder(tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import mini, run_cli
+from tests.conftest import invoke, mini
 
 pytestmark = pytest.mark.slow
 
@@ -17,8 +17,9 @@ def only_run(out):
     return run
 
 
+@pytest.mark.slow(seconds=25)
 def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root):
-    result = run_cli("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1",
+    result = invoke("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1",
                      "--set", "sweep.batch_sizes=[128, 256]", "--set", "sweep.seeds=[0, 1]", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path)
@@ -41,7 +42,7 @@ def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root
 
 
 def test_sweep_records_a_failed_child_goes_on_and_is_not_completed(tmp_path, mnist_root):
-    result = run_cli("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.lr=1e30",
+    result = invoke("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.lr=1e30",
                      "--set", "train.max_batches=20", "--set", "sweep.batch_sizes=[512]", "--set", "sweep.seeds=[0, 1]",
                      "--out", str(tmp_path), "-q")
     assert result.returncode == 2  # a study is completed only when all its runs are
@@ -57,7 +58,7 @@ def test_sweep_records_a_failed_child_goes_on_and_is_not_completed(tmp_path, mni
 
 
 def test_augment_one_epoch_with_preview_and_clean_evaluation(tmp_path, mnist_root):
-    result = run_cli("augment", *mini(mnist_root), "--set", "train.epochs=1", "--out", str(tmp_path), "-q")
+    result = invoke("augment", *mini(mnist_root), "--set", "train.epochs=1", "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path)
     assert (run / "plots" / "augmentations.png").is_file()
@@ -69,7 +70,7 @@ def test_augment_one_epoch_with_preview_and_clean_evaluation(tmp_path, mnist_roo
 
 
 def test_bad_augmentation_fails_before_any_run_folder(tmp_path):
-    result = run_cli("augment", "--set", "augment.transforms=[{name: Flip}]", "--out", str(tmp_path))
+    result = invoke("augment", "--set", "augment.transforms=[{name: Flip}]", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "unknown augmentation 'Flip'; allowed: RandomAffine" in result.stderr
     assert not any(tmp_path.iterdir())

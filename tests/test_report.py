@@ -11,7 +11,9 @@ import subprocess
 import pytest
 
 from convexp.report import beyond_spread, fmt, spread
-from tests.conftest import run_cli
+from tests.conftest import invoke
+
+pytestmark = pytest.mark.xdist_group("reproduce")  # one test process runs the study they all read
 
 
 def test_spread_format_and_overlap_rule():
@@ -28,11 +30,11 @@ def reproduced(tmp_path_factory):
     if not os.environ.get("CONVEXP_DATA"):
         pytest.skip("real-data test: set CONVEXP_DATA to the folder holding mnist-mini (e.g. ../shared/data)")
     out = tmp_path_factory.mktemp("reproduce")
-    result = run_cli("reproduce", "--fast-dev-run", "--set", f"mnist_root={os.environ['CONVEXP_DATA']}/mnist-mini",
+    result = invoke("reproduce", "--fast-dev-run", "--set", f"mnist_root={os.environ['CONVEXP_DATA']}/mnist-mini",
                      "--set", "val_split=0.2", "--set", "varres_root=build", "--device", "cpu", "--out", str(out), "-q")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     (run,) = out.iterdir()
-    report = run_cli("report", str(run))
+    report = invoke("report", str(run))
     assert report.returncode == 0, report.stderr
     return run, result.stdout
 
@@ -42,7 +44,7 @@ STEPS_OF_SEED_0 = ["count-params", "train-mnist-seed0", "sweep-batch-seed0", "au
                    "varres-best-seed0"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)  # with the reproduce fixture
 def test_reproduce_runs_every_question_in_order(reproduced):
     run, stdout = reproduced
     summary = json.loads((run / "summary.json").read_text())
@@ -121,14 +123,14 @@ def test_html_renders_in_headless_chromium(reproduced, tmp_path):
 @pytest.mark.slow
 def test_runs_lists_the_folder_with_its_data(reproduced):
     run, _ = reproduced
-    result = run_cli("runs", "--out", str(run))
+    result = invoke("runs", "--out", str(run))
     assert result.returncode == 0
     assert "train-mnist" in result.stdout and "completed" in result.stdout and "test acc" in result.stdout
     assert "mnist-mini 6400/1600/2000" in result.stdout
 
 
 def test_report_of_a_folder_that_is_not_a_run(tmp_path):
-    result = run_cli("report", str(tmp_path))
+    result = invoke("report", str(tmp_path))
     assert result.returncode == 2 and "is not a convexp run folder" in result.stderr
 
 
@@ -142,7 +144,7 @@ def test_an_unfinished_study_is_reported_as_unfinished(reproduced, tmp_path):
     shutil.copytree(run, copy)
     summary = json.loads((copy / "summary.json").read_text())
     (copy / "summary.json").write_text(json.dumps(summary | {"status": "interrupted"}))
-    report = run_cli("report", str(copy))
+    report = invoke("report", str(copy))
     assert report.returncode == 0, report.stderr
     assert f"WARNING: {copy} is interrupted, not completed" in (copy / "report.md").read_text()
     assert f"`convexp resume {copy}` completes it" in (copy / "report.md").read_text()

@@ -1,50 +1,110 @@
-"""Interrupt a real run after its first epoch, resume it, and get the straight run's numbers."""
+"""Interrupt a real run after its first epoch, resume it, and get the straight run's numbers.
+
+The interrupted runs are processes of their own (a signal needs one), forked from a server that
+has already imported torch; resuming, and the straight runs they are compared with, go through
+the CLI in this process. Either way skips starting Python and importing torch again (5 s a run);
+tests/test_cli.py and the executor's Ctrl-C test run `python -m convexp` itself."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, mini, run_cli
+from tests.conftest import invoke, mini
 
 pytestmark = pytest.mark.slow
 
 
-def start_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "convexp", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def run_main(argv: list[str], log: str) -> None:
+    """In the forked process: `convexp ARGV`, its terminal output into `log`."""
+    from convexp.cli import main
+
+    with open(log, "w") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        sys.exit(main(argv))
 
 
-def wait_for_epochs(metrics, epochs: int, process, timeout: float = 300) -> None:
+class CliProcess:
+    """`convexp ARGS` running in a process of its own: signals reach it as they reach `convexp`."""
+
+    def __init__(self, *args: str, log: Path):
+        from convexp.executor import worker_context  # the fork server the executor's workers start from
+
+        self.log = log
+        self.process = worker_context().Process(target=run_main, args=(list(args), str(log)))
+        self.process.start()
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self, timeout: float = 120) -> int | None:
+        self.process.join(timeout)
+        return self.process.exitcode
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.is_file() else ""
+
+
+def wait_for_epochs(metrics, epochs: int, process: CliProcess, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= 1 + epochs:
             return
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, process.output()
         time.sleep(0.05)
     raise AssertionError("the run did not finish its first epoch in time")
 
 
-def interrupt_after_first_epoch(command: list[str], out, metrics_relative: str, sig=signal.SIGINT):
-    process = start_cli(*command, "--out", str(out), "-q")
+def start_and_wait_for_first_epoch(command: list[str], out: Path, metrics_relative: str):
+    out.mkdir(parents=True, exist_ok=True)
+    process = CliProcess(*command, "--out", str(out), "-q", log=out.parent / f"{out.name}.log")
     deadline = time.time() + 120
-    while not (out.is_dir() and any(out.iterdir())) and time.time() < deadline:
+    while not any(out.iterdir()) and time.time() < deadline:
+        assert process.poll() is None, process.output()
         time.sleep(0.05)
     (run,) = out.iterdir()
     wait_for_epochs(run / metrics_relative, 1, process)
+    return process, run
+
+
+def interrupt_after_first_epoch(command: list[str], out: Path, metrics_relative: str, sig=signal.SIGINT):
+    process, run = start_and_wait_for_first_epoch(command, out, metrics_relative)
     process.send_signal(sig)
-    _, stderr = process.communicate(timeout=120)
-    return run, process.returncode, stderr
+    code = process.wait()
+    return run, code, process.output()
 
 
+# 3 epochs of 40 batches: the signal after the first lands with two epochs to go, on a busy machine too
+TRAIN = ["--set", "train.epochs=3", "--set", "train.batch_size=64", "--set", "train.max_batches=40"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, mnist_root):
+    """The run the interrupted ones must equal once resumed: trained once for both signals."""
+    out = tmp_path_factory.mktemp("straight")
+    straight = invoke("train-mnist", *mini(mnist_root), *TRAIN, "--out", str(out), "-q")
+    assert straight.returncode == 0, straight.stderr
+    (run,) = out.iterdir()
+    return run
+
+
+@pytest.mark.xdist_group("straight-run")  # both read one straight run
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, sig):
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.batch_size=64"]
+def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, straight_run, sig):
+    command = ["train-mnist", *mini(mnist_root), *TRAIN]
     run, code, stderr = interrupt_after_first_epoch(command, tmp_path / "a", "metrics.csv", sig)
     assert code == 130, stderr
     summary = json.loads((run / "summary.json").read_text())
@@ -52,28 +112,25 @@ def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, sig):
     assert (run / "checkpoint.pt").is_file() and not (run / "model.pt").exists()
     assert "convexp resume" in (run / "log.txt").read_text()
 
-    resumed = run_cli("resume", str(run), "-q")
+    resumed = invoke("resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stdout
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
-    straight = run_cli(*command, "--out", str(tmp_path / "b"), "-q")
-    assert straight.returncode == 0, straight.stderr
-    (straight_run,) = (tmp_path / "b").iterdir()
     for name in ("metrics.csv", "batches.csv"):
         assert (run / name).read_bytes() == (straight_run / name).read_bytes(), name
     assert len((run / "metrics.csv").read_text().splitlines()) == 4
 
 
 def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
-    command = ["sweep-batch", *mini(mnist_root), "--set", "train.epochs=2",
+    command = ["sweep-batch", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.max_batches=8",
                "--set", "sweep.batch_sizes=[256, 512]", "--set", "sweep.seeds=[0]"]
-    run, code, _ = interrupt_after_first_epoch(command, tmp_path, "bs512-seed0/metrics.csv")
+    run, code, _ = interrupt_after_first_epoch(command, tmp_path / "runs", "bs512-seed0/metrics.csv")
     assert code == 130
     assert json.loads((run / "bs256-seed0" / "summary.json").read_text())["status"] == "completed"
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     first_child = (run / "bs256-seed0" / "metrics.csv").read_bytes()
-    resumed = run_cli("resume", str(run), "-q")
+    resumed = invoke("resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert (run / "bs256-seed0" / "metrics.csv").read_bytes() == first_child  # not trained again
     assert "[bs512-seed0] resuming after epoch 1" in resumed.stdout
@@ -81,30 +138,30 @@ def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
 
 
 def test_same_seed_same_cli_metrics_byte_for_byte(tmp_path, mnist_root):
-    args = ["augment", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.batch_size=128", "-q"]
-    for out in ("a", "b"):
-        assert run_cli(*args, "--out", str(tmp_path / out)).returncode == 0
+    """Two processes: a fresh one, and this one with its own history of seeds and threads."""
+    args = ["augment", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.batch_size=128",
+            "--set", "train.max_batches=15", "-q"]
+    fresh = CliProcess(*args, "--out", str(tmp_path / "a"), log=tmp_path / "a.log")
+    assert fresh.wait() == 0, fresh.output()
+    assert invoke(*args, "--out", str(tmp_path / "b")).returncode == 0
     (a,), (b,) = (tmp_path / "a").iterdir(), (tmp_path / "b").iterdir()
     for name in ("metrics.csv", "batches.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert len((a / "batches.csv").read_text().splitlines()) == 1 + 15
 
 
 def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_locked(tmp_path, mnist_root):
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.batch_size=128"]
-    process = start_cli(*command, "--out", str(tmp_path), "-q")
-    deadline = time.time() + 120
-    while not any(tmp_path.iterdir()) and time.time() < deadline:
-        time.sleep(0.05)
-    (run,) = tmp_path.iterdir()
-    wait_for_epochs(run / "metrics.csv", 1, process)
-    second = run_cli("resume", str(run))  # the first owner is alive: one process per folder
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.batch_size=128",
+               "--set", "train.max_batches=15"]
+    process, run = start_and_wait_for_first_epoch(command, tmp_path / "runs", "metrics.csv")
+    second = invoke("resume", str(run))  # the first owner is alive: one process per folder
     assert second.returncode == 2 and "is being run now by another convexp" in second.stderr
     process.kill()  # SIGKILL: no handler runs, summary.json still says running
     process.wait()
     assert json.loads((run / "summary.json").read_text())["status"] == "running"
-    listing = run_cli("runs", "--out", str(tmp_path))
+    listing = invoke("runs", "--out", str(tmp_path / "runs"))
     assert "dead (killed while running" in listing.stdout
-    resumed = run_cli("resume", str(run), "-q")
+    resumed = invoke("resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stdout
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
@@ -112,10 +169,11 @@ def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_lock
 
 def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, mnist_root):
     # 4 short epochs: the signal after the first must land before the run ends, on a busy machine too
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=4", "--set", "train.batch_size=256"]
-    run, code, _ = interrupt_after_first_epoch(command, tmp_path, "metrics.csv")
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=4", "--set", "train.batch_size=256",
+               "--set", "train.max_batches=10"]
+    run, code, _ = interrupt_after_first_epoch(command, tmp_path / "runs", "metrics.csv")
     assert code == 130
     (run / "checkpoint.pt").unlink()
-    resumed = run_cli("resume", str(run), "-q")
+    resumed = invoke("resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert "no checkpoint.pt" in resumed.stdout and "training again from epoch 1" in resumed.stdout

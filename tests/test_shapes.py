@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from convexp.errors import ConvexpError
 from convexp.models import MNISTConvNet, VariableInputNet
 from convexp.shapes import conv_shape, layer_table, nearest_channel_counts
-from tests.conftest import run_cli
+from tests.conftest import invoke
 
 
 def traced_shapes(model, size):
@@ -63,7 +63,7 @@ def test_nearest_channel_counts_are_81_and_82():
 
 
 def test_count_params_cli_match_and_json(tmp_path):
-    result = run_cli("count-params", "--match", "--out", str(tmp_path))
+    result = invoke("count-params", "--match", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "29,029" in result.stdout and "16 x 383 x 511" in result.stdout
     (run,) = tmp_path.iterdir()
@@ -75,7 +75,7 @@ def test_count_params_cli_match_and_json(tmp_path):
 
 def test_count_params_proves_varres_best_fits_the_budget(tmp_path):
     """configs/varres-best.yaml's network, counted layer by layer: within MNISTConvNet's 29,066."""
-    result = run_cli("count-params", "--match", "--set", "widths=[16, 32, 32]", "--set", "channels=49",
+    result = invoke("count-params", "--match", "--set", "widths=[16, 32, 32]", "--set", "channels=49",
                      "--set", "norm=batch", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (run,) = tmp_path.iterdir()

@@ -9,7 +9,7 @@ import pytest
 
 from convexp.config import SweepConfig, TrainMnistConfig, load_config
 from convexp.experiments.sweep import Point, grid_points
-from tests.conftest import invoke, mini, run_cli
+from tests.conftest import invoke, mini
 
 
 def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
@@ -60,7 +60,7 @@ def test_sweep_errors_are_one_line_before_anything_runs(tmp_path, args, message)
 
 @pytest.mark.slow
 def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp_path, mnist_root):
-    result = run_cli("sweep", "train-mnist", "--grid", "train.lr=[0.001, 0.003]", "--grid", "train.batch_size=[32, 64]",
+    result = invoke("sweep", "train-mnist", "--grid", "train.lr=[0.001, 0.003]", "--grid", "train.batch_size=[32, 64]",
                      *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.max_batches=30", "--jobs", "2",
                      "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
@@ -86,7 +86,7 @@ def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp
     assert "test accuracy, measured for this point only, after the choice" in result.stdout
     report = invoke("report", str(study))  # the seed report's questions are not a sweep's
     assert report.returncode == 2 and "is a sweep: its ranking is in points.csv" in report.stderr
-    listing = run_cli("runs", "--out", str(tmp_path))
+    listing = invoke("runs", "--out", str(tmp_path))
     assert f"{best}: best_val_accuracy {float(points[0]['best_val_accuracy_mean']):.4f}, test" in listing.stdout
 
 

@@ -19,11 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -c "import convexp.cli, torch, torchvision, ray" && touch $@
 
+# Tests run in parallel processes, one per core (at most 4), one torch thread each; tests that
+# share a module fixture (an xdist_group) stay in one process. `pytest` alone runs them one by one.
+PARALLEL := -n auto --maxprocesses 4 --dist loadgroup
+
 test: setup
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(PARALLEL) $(ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow" $(ARGS)
 
 train: setup
 	$(BIN)/convexp train-mnist --config configs/train-mnist.yaml $(ARGS)

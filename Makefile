@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import convexp.cli, torch, torchvision, ray" && touch $@
 
 # Tests run in parallel processes, one per core (at most 4), one torch thread each; tests that
-# share a module fixture (an xdist_group) stay in one process. `pytest` alone runs them one by one.
-PARALLEL := -n auto --maxprocesses 4 --dist loadgroup
+# share a module fixture (an xdist_group) stay in one process; in tests/conftest.py's order,
+# slowest first. `pytest` alone runs them one by one.
+PARALLEL := -n auto --maxprocesses 4 --dist loadgroup --no-loadscope-reorder
 
 test: setup
 	$(BIN)/python -m pytest -q $(PARALLEL) $(ARGS)

@@ -5,9 +5,11 @@ A study (sweep-batch, varres-pool, reproduce) hands over its unfinished children
 how it ended, through lifecycle.open_run like any run; the study then reads every child back
 from its folder, so aggregation is the same whichever way the children ran.
 
-With `jobs` > 1 each child runs in a fresh worker process, at most `jobs` at once, each with `threads` CPU threads. A worker that dies (killed, out of
-memory) leaves its child `failed` with the reason; the others go on. Ctrl-C or SIGTERM stops
-every worker, each saving its child as `interrupted`, and leaves no process behind.
+With `jobs` > 1 each child runs in a worker process of its own, forked from a server process
+that has imported torch and convexp (see worker_context), at most `jobs` at once, each with
+`threads` CPU threads. A worker that dies (killed, out of memory) leaves its child `failed`
+with the reason; the others go on. Ctrl-C or SIGTERM stops every worker, each saving its child
+as `interrupted`, and leaves no process behind.
 
 On the CPU the thread count changes a child's numbers in the last bits (PyTorch splits sums
 across threads), so a child matches a sequential run exactly when both used the same `threads`.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing.connection
+import multiprocessing.context
 import os
 import signal
 import sys
@@ -178,16 +181,18 @@ def run_in_workers(tasks: list[ChildTask], execution: Execution, reporter: Repor
 
 
 # What every worker needs before its child starts: importing these takes 4-5 s of a core, which
-# the fork server pays once per study instead of each worker paying it again.
-WORKER_PRELOAD = ["torch", "torchvision.datasets", "convexp.experiments.common", "convexp.experiments.reproduce",
-                  "convexp.experiments.varres_pool"]
+# the fork server pays once instead of each worker paying it again. fork_server first: its
+# SIGTERM policy must hold from the start.
+WORKER_PRELOAD = ["convexp.fork_server", "torch", "torchvision.datasets", "convexp.experiments.common",
+                  "convexp.experiments.reproduce", "convexp.experiments.varres_pool"]
 
 
-def worker_context():
-    """Workers are forked from a server process that has imported torch and convexp once and has
-    done nothing else: no CUDA context and no thread pool to copy, so CUDA and threads work in a
-    worker as in a freshly spawned process (plain fork from here would copy both). Where there
-    is no fork server (Windows), workers are spawned."""
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers are forked from a server process that has imported torch and convexp and done
+    nothing else: no CUDA context and no torch thread pool to copy, so CUDA and threads work in
+    a worker as in a freshly spawned process (plain fork from here would copy both). One server
+    serves the whole process, started by its first study: workers see the environment variables
+    of that moment. Where there is no fork server (Windows), workers are spawned."""
     import torch.multiprocessing as mp
 
     if "forkserver" not in mp.get_all_start_methods():
@@ -226,6 +231,7 @@ def work_in_worker(task: ChildTask, threads: int, silent: bool = False) -> None:
 
     from convexp.memory import keep_freed_memory
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server's is ignored (convexp/fork_server.py)
     keep_freed_memory()  # as the CLI does, before any tensor exists
     stop_with_parent()
     torch.set_num_threads(threads)

@@ -97,15 +97,19 @@ def run_on_ray(tasks: list[ChildTask], execution: Execution, reporter: Reporter,
 
 def connect(ray, address: str | None, reporter: Reporter) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local instance; True if started here.
-    A program that has already joined one (convexp used as a library) keeps it, and its shutdown.
+    A program that has already joined one (convexp used as a library) keeps it, and its shutdown;
+    an explicit `address` is then an error, since one process joins one instance.
 
     ray.init replaces this process's SIGTERM handler; the run's own (SIGTERM = Ctrl-C) is put back."""
+    if ray.is_initialized():
+        if address:  # it cannot join a second one: say so rather than train elsewhere
+            raise ConvexpError(f"--ray-address {address}: this process has already joined a Ray instance, and "
+                               "one process joins one; leave --ray-address out to use it")
+        reporter.line("Ray: the instance this process has already joined")
+        return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         check_reachable(address)
-    if ray.is_initialized():
-        reporter.line("Ray: the instance this process has already joined")
-        return False
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if address:

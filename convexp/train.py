@@ -254,8 +254,8 @@ def train_unit(
     run.update_summary(seed=seed, device=str(device), parameters=count_parameters(model), data=splits.record())
     snapshot = None
     prefix = f"{label}epoch"
-    n_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
-    n_batches = min(n_batches, cfg.max_batches or n_batches)
+    all_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
+    n_batches = min(all_batches, cfg.max_batches or all_batches)
     learning_rate = schedule(cfg, n_batches)
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -269,7 +269,7 @@ def train_unit(
             history.batch_losses.append(losses)
             # A smoke run (max_batches) measures its train metrics on what it trained on: the whole
             # training set would cost it many times its training.
-            trained = trained_on(splits.train, order) if cfg.max_batches else splits.train
+            trained = trained_on(splits.train, order) if n_batches < all_batches else splits.train
             history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained))
             snapshot = make_snapshot(epoch, model, optimizer, generators, history)
             write_progress(run, history)

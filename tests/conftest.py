@@ -23,18 +23,22 @@ torch.set_num_threads(TEST_THREADS)  # already for module fixtures, which run be
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first, longest first (`slow(seconds=N)`, else about 10 s): run in parallel
-    (make test), the last minute is then short tests on every process, not one long test on one
-    process while the others are idle."""
+    """Slow tests first, modules with the longest (`slow(seconds=N)`, else about 10 s) first: run
+    in parallel (make test), the last minute is then short tests on every process, not one long
+    test on one process while the others are idle. A module's slow tests stay together, in file
+    order, so a module fixture they share is set up once."""
     def cost(item) -> float:
         slow = item.get_closest_marker("slow")
         return slow.kwargs.get("seconds", 10) if slow is not None else 0
 
-    items.sort(key=cost, reverse=True)
+    longest = {}
+    for item in items:
+        longest[item.module] = max(longest.get(item.module, 0), cost(item))
+    items.sort(key=lambda item: (cost(item) == 0, -longest[item.module]))
 
 
 @pytest.fixture(autouse=True)
-def test_threads():
+def torch_threads():
     torch.set_num_threads(TEST_THREADS)
 
 
@@ -81,7 +85,8 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
 
 def invoke(*args: str) -> subprocess.CompletedProcess:
     """`convexp ARGS` in this process, through cli.main: what run_cli does, without starting Python
-    and importing torch again (1.5 s a call). For error cases and quick commands."""
+    and importing torch again (about 5 s a call). Error cases, and real runs that need no process
+    of their own."""
     import contextlib
     import io
 

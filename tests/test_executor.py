@@ -15,6 +15,7 @@ import torch
 
 from convexp.config import TrainMnistConfig
 from convexp.console import Reporter
+from convexp.errors import ConvexpError
 from convexp.executor import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
@@ -43,6 +44,11 @@ def die_before_starting(parent: Path, name: str, reporter: Reporter) -> None:
     os.kill(os.getpid(), signal.SIGKILL)  # e.g. out of memory while moving the data to the device
 
 
+def terminated_before_starting(parent: Path, name: str, reporter: Reporter) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # not reached: SIGTERM's default ends the worker
+
+
 def tasks_of(tmp_path, functions) -> list[ChildTask]:
     return [ChildTask(f"c{i}", tmp_path / f"c{i}", f, {"parent": tmp_path, "name": f"c{i}"}) for i, f in enumerate(functions)]
 
@@ -66,6 +72,24 @@ def test_a_child_whose_worker_died_before_it_started_is_failed_then_runs_as_new(
     summary = RunFolder(tmp_path / "c0").read_summary()
     assert summary["status"] == "completed" and summary["command"] == "train-mnist" and "error" not in summary
     assert (tmp_path / "c0" / "config.yaml").is_file()
+
+
+def test_the_fork_server_outlives_a_sigterm_sent_to_the_whole_job(tmp_path):
+    """systemd, timeout and scancel SIGTERM every process of the job: the fork server the workers
+    start from ignores it (the study learns through it how each worker ended), while a worker
+    still ends on SIGTERM before its run starts, as a spawned one did."""
+    from multiprocessing import forkserver
+
+    run_children(tasks_of(tmp_path / "a", [complete]), Execution(jobs=2, threads=1), Reporter(quiet=True))
+    server = forkserver._forkserver._forkserver_pid  # multiprocessing's one server of this process
+    os.kill(server, signal.SIGTERM)
+    time.sleep(0.2)
+    os.kill(server, 0)  # still there: ProcessLookupError otherwise
+    run_children(tasks_of(tmp_path / "b", [terminated_before_starting, complete]), Execution(jobs=2, threads=1),
+                 Reporter(quiet=True))
+    assert forkserver._forkserver._forkserver_pid == server  # the same server served them
+    assert "died of SIGTERM (stopped)" in RunFolder(tmp_path / "b" / "c0").read_summary()["error"]
+    assert RunFolder(tmp_path / "b" / "c1").status == "completed"
 
 
 def test_sequential_children_use_the_threads_asked_for_and_restore_them(tmp_path):
@@ -97,10 +121,11 @@ def ray_instance():
     ray = pytest.importorskip("ray", reason=NEEDS_RAY)
     from convexp.ray_executor import connect
 
-    assert connect(ray, None, Reporter(quiet=True))  # a local instance, started here
+    started = connect(ray, None, Reporter(quiet=True))  # a local instance, unless RAY_ADDRESS names a cluster
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 @pytest.mark.xdist_group("ray")  # one Ray instance for both
@@ -122,7 +147,7 @@ def test_workers_and_ray_give_byte_identical_children_to_a_sequential_sweep(tmp_
             assert "checkpoint.pt" not in {p.name for p in (study / child).iterdir()}  # the folder came back as it ended
 
 
-@pytest.mark.slow  # with the other Ray test: one instance for both, whatever the order
+@pytest.mark.slow  # with the other Ray test (slow tests of a module run together): one instance for both
 @pytest.mark.xdist_group("ray")  # one Ray instance for both
 def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path, ray_instance):
     tasks = tasks_of(tmp_path, [complete, die_while_running])
@@ -131,6 +156,16 @@ def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path, ray_instance):
     assert (tmp_path / "c0" / "threads.txt").read_text() == "1"  # trained on a worker; its files came back
     dead = RunFolder(tmp_path / "c1").read_summary()
     assert dead["status"] == "failed" and "its Ray task failed" in dead["error"]
+
+
+@pytest.mark.slow  # with the other Ray tests
+@pytest.mark.xdist_group("ray")
+def test_a_process_in_ray_keeps_its_instance_and_refuses_to_join_another(ray_instance):
+    from convexp.ray_executor import connect
+
+    assert connect(ray_instance, None, Reporter(quiet=True)) is False  # joined already: kept, not shut down by us
+    with pytest.raises(ConvexpError, match="this process has already joined a Ray instance"):
+        connect(ray_instance, "127.0.0.1:6379", Reporter(quiet=True))
 
 
 def test_ray_missing_is_one_line(monkeypatch):

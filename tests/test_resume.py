@@ -151,8 +151,8 @@ def test_same_seed_same_cli_metrics_byte_for_byte(tmp_path, mnist_root):
 
 
 def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_locked(tmp_path, mnist_root):
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.batch_size=128",
-               "--set", "train.max_batches=15"]
+    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=4", "--set", "train.batch_size=128",
+               "--set", "train.max_batches=15"]  # 3 short epochs still to go when it is killed
     process, run = start_and_wait_for_first_epoch(command, tmp_path / "runs", "metrics.csv")
     second = invoke("resume", str(run))  # the first owner is alive: one process per folder
     assert second.returncode == 2 and "is being run now by another convexp" in second.stderr

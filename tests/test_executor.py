@@ -80,6 +80,8 @@ def test_the_fork_server_outlives_a_sigterm_sent_to_the_whole_job(tmp_path):
     still ends on SIGTERM before its run starts, as a spawned one did."""
     from multiprocessing import forkserver
 
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     run_children(tasks_of(tmp_path / "a", [complete]), Execution(jobs=2, threads=1), Reporter(quiet=True))
     server = forkserver._forkserver._forkserver_pid  # multiprocessing's one server of this process
     os.kill(server, signal.SIGTERM)
@@ -88,6 +90,7 @@ def test_the_fork_server_outlives_a_sigterm_sent_to_the_whole_job(tmp_path):
     run_children(tasks_of(tmp_path / "b", [terminated_before_starting, complete]), Execution(jobs=2, threads=1),
                  Reporter(quiet=True))
     assert forkserver._forkserver._forkserver_pid == server  # the same server served them
+    assert RunFolder(tmp_path / "a" / "c0").status == "completed"
     assert "died of SIGTERM (stopped)" in RunFolder(tmp_path / "b" / "c0").read_summary()["error"]
     assert RunFolder(tmp_path / "b" / "c1").status == "completed"
 

@@ -149,7 +149,7 @@ def make_varres(
 @app.command()
 def reproduce(
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None,
-    fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One seed, one epoch of 5 batches per run: a pipeline check.")] = False,
+    fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One seed; each run trains one epoch of 5 batches and evaluates 5 batches: a pipeline check.")] = False,
     out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
 ) -> None:

@@ -132,6 +132,9 @@ class Train:
     test_each_epoch: bool = False
     checkpoint_every: int = 1
     max_batches: int = 0  # 0: every batch; N > 0: stop each epoch after N batches, train metrics on those (smoke runs)
+    # 0: every evaluation measures its whole split; N > 0: only the first N batches (of
+    # eval_batch_size) of each resolution, as --fast-dev-run does (smoke runs: a pipeline check).
+    max_eval_batches: int = 0
     # CUDA only: torch.use_deterministic_algorithms(True); CPU runs are deterministic anyway.
     deterministic: bool = False
     # Evaluate the test split once training ends. A sweep's runs leave it off: the point is
@@ -151,8 +154,9 @@ class Train:
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every"):
             require_positive(key, getattr(self, key))
-        if self.max_batches < 0:
-            raise Invalid("max_batches", f"config key '{{key}}' must be 0 (all) or more; got {self.max_batches}")
+        for key in ("max_batches", "max_eval_batches"):
+            if getattr(self, key) < 0:
+                raise Invalid(key, f"config key '{{key}}' must be 0 (all) or more; got {getattr(self, key)}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise Invalid("warmup_epochs", f"{{key}} must be at least 0 and below train.epochs={self.epochs}; "
                                            f"got {self.warmup_epochs}")

@@ -186,6 +186,9 @@ def caveats(questions: dict[str, list[RunInfo]]) -> list[str]:
     if any(r.config.get("train", {}).get("max_batches") for r in runs):  # what --fast-dev-run sets in every step
         lines.append("WARNING: runs cut to a few batches per epoch (--fast-dev-run, train.max_batches) check the "
                      "pipeline; their numbers, and so these verdicts, say nothing about the report.")
+    if any(r.config.get("train", {}).get("max_eval_batches") for r in runs):
+        lines.append("WARNING: accuracies measured on the first few batches of each split only (--fast-dev-run, "
+                     "train.max_eval_batches), not on the whole validation and test sets.")
     smaller = sorted({q for q, runs in questions.items() for r in runs
                       if q in REPORT_TRAIN_SIZES and r.summary.get("data", {}).get("train", REPORT_TRAIN_SIZES[q]) != REPORT_TRAIN_SIZES[q]})
     if smaller:

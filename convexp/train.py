@@ -38,7 +38,7 @@ CHECKPOINT = "checkpoint.pt"
 class Evaluation:
     loss: float
     accuracy: float
-    predictions: list[torch.Tensor]  # predicted class per bucket, (n_i,) on the CPU
+    predictions: list[torch.Tensor]  # predicted class per bucket, (n_i,) on the CPU: its first n_i images
 
 
 @dataclass
@@ -76,8 +76,9 @@ def seed_everything(seed: int) -> None:
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
-    """Mean cross-entropy and accuracy over a whole split, in eval mode, one sync at the end."""
+def evaluate(model: nn.Module, split: Split, batch_size: int, max_batches: int = 0) -> Evaluation:
+    """Mean cross-entropy and accuracy over a whole split (or the first max_batches batches of
+    each bucket: a smoke run's), in eval mode, one sync at the end."""
     model.eval()
     device = split.labels[0].device
     loss_sum = torch.zeros((), device=device)
@@ -85,8 +86,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
     predictions = []
     with torch.inference_mode():
         for images, labels in zip(split.images, split.labels):
+            starts = range(0, len(labels), batch_size)
             bucket_predictions = []
-            for start in range(0, len(labels), batch_size):
+            for start in starts[:max_batches] if max_batches else starts:
                 logits = model(images[start : start + batch_size])
                 targets = labels[start : start + batch_size]
                 loss_sum += F.cross_entropy(logits, targets, reduction="sum")
@@ -94,7 +96,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
                 correct += (predicted == targets).sum()
                 bucket_predictions.append(predicted)
             predictions.append(torch.cat(bucket_predictions).cpu())
-    total = split.size
+    total = sum(len(p) for p in predictions)
     return Evaluation(loss_sum.item() / total, correct.item() / total, predictions)
 
 
@@ -292,7 +294,7 @@ def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int, trai
     measured = {"train": train, "val": splits.val, "test": splits.test}
     names = ["train", "val"] + (["test"] if cfg.test_each_epoch else [])
     for name in names:
-        result = evaluate(model, measured[name], cfg.eval_batch_size)
+        result = evaluate(model, measured[name], cfg.eval_batch_size, cfg.max_eval_batches)
         row[f"{name}_loss"] = result.loss
         row[f"{name}_accuracy"] = result.accuracy
     return row
@@ -347,7 +349,7 @@ def write_progress(run: RunFolder, history: History) -> None:
 
 
 def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history: History) -> TrainResult:
-    test = evaluate(model, splits.test, cfg.eval_batch_size) if cfg.test else None
+    test = evaluate(model, splits.test, cfg.eval_batch_size, cfg.max_eval_batches) if cfg.test else None
     run.save_torch("model.pt", model.state_dict())
     plots.training_curves(history.rows, history.batch_losses[0], run.plots)
     best = history.best()
@@ -379,7 +381,7 @@ def read_completed(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train)
         history.batch_losses[epoch - 1].append(float(row["loss"]))
     test = None
     if cfg.test:  # a sweep's chosen point, tested only now: its summary gains the numbers
-        test = evaluate(model, splits.test, cfg.eval_batch_size)
+        test = evaluate(model, splits.test, cfg.eval_batch_size, cfg.max_eval_batches)
         if "test_accuracy" not in summary:
             summary = run.update_summary(test_loss=test.loss, test_accuracy=test.accuracy)
     return TrainResult(model, history, test, summary)

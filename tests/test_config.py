@@ -73,6 +73,7 @@ def test_resolved_config_round_trips(tmp_path):
         (TrainMnistConfig, "", ["train.schedule=linear"], "'train.schedule' must be one of constant, cosine"),
         (TrainMnistConfig, "", ["train.warmup_epochs=4"], "train.warmup_epochs must be at least 0 and below train.epochs=4"),
         (TrainMnistConfig, "", ["train.weight_decay=-1"], "train.weight_decay must be 0 or more"),
+        (TrainMnistConfig, "", ["train.max_eval_batches=-1"], "config key 'train.max_eval_batches' must be 0 (all) or more; got -1"),
         (TrainMnistConfig, "", ["train.label_smoothing=1"], "train.label_smoothing must be in [0, 1)"),
         (TrainMnistConfig, "", ["train.optimizer=sgd"], "'train.optimizer' must be one of adam, adamw"),
         (VarresPoolConfig, "", ["model.widths=[16, 0]"], "model.widths must list channel counts from 1"),

@@ -59,7 +59,8 @@ def test_reproduce_runs_every_question_in_order(reproduced):
     assert (run / "mnist-varres" / "train").is_dir()  # varres_root=build
     # the question-17 steps run at the final comparison's settings, the others at the report's own
     final = (run / "final-resize-seed0" / "config.yaml").read_text()
-    assert "lr: 0.0009" in final and "epochs: 1\n" in final  # fast dev run: 1 epoch
+    assert "lr: 0.0009" in final and "epochs: 1\n" in final  # fast dev run: 1 epoch, 5 batches of 32 per evaluation
+    assert "eval_batch_size: 32\n" in final and "max_eval_batches: 5\n" in final
     assert "pooling:\n  - max\n" in (run / "final-pool-seed0" / "config.yaml").read_text()
     # progress: which step, and where the whole study stands
     assert "[3/10] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
@@ -90,6 +91,7 @@ def test_report_tables_match_the_run_folders(reproduced):
     assert "convexp sweep varres-pool --config configs/varres-best.yaml" in markdown
     # a smoke run on mini is flagged as such, so nobody reads its verdicts as the report's
     assert "WARNING: runs cut to a few batches per epoch (--fast-dev-run" in markdown and "trained on other data than the report's" in markdown
+    assert "WARNING: accuracies measured on the first few batches of each split only" in markdown
     assert "| Q7 | train-mnist-seed0 |" in markdown and "mnist-mini | 6,400 | 1,600 | 2,000 |" in markdown
     assert re.search(r"\| Q8 \| sweep-batch-seed0 \| \d+ \| \d+\.\d \|", markdown)
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):

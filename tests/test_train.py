@@ -56,6 +56,20 @@ def test_evaluate_counts_correct_predictions():
     assert result.predictions[0].tolist() == [0, 1, 2]
 
 
+def test_capped_evaluation_measures_the_first_batches_of_each_bucket():
+    """train.max_eval_batches (--fast-dev-run): loss and accuracy of exactly the images measured."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    split = tiny_splits(n=50, buckets=(32, 48)).val
+    capped = evaluate(model, split, batch_size=8, max_batches=2)
+    assert [len(p) for p in capped.predictions] == [16, 16]  # 2 batches of 8 in each bucket
+    first = Split([x[:16] for x in split.images], [y[:16] for y in split.labels])
+    whole = evaluate(model, first, batch_size=1000)
+    assert capped.loss == pytest.approx(whole.loss) and capped.accuracy == whole.accuracy
+    assert [p.tolist() for p in capped.predictions] == [p.tolist() for p in whole.predictions]
+    assert [len(p) for p in evaluate(model, split, batch_size=8, max_batches=100).predictions] == [50, 50]
+
+
 def test_same_seed_gives_byte_identical_metrics(tmp_path):
     cfg = Train(epochs=2, batch_size=16)
     splits = tiny_splits()

@@ -12,6 +12,7 @@ from convexp.config import VarresData
 from convexp.data import Split
 from convexp.errors import ConvexpError
 from convexp.experiments.classification import classification_breakdown
+from convexp.stats import confusion_matrix
 from convexp.train import Evaluation
 from convexp.varres import build_varres, load_varres, paste, resize_split
 from tests.conftest import invoke, write_pngs
@@ -110,6 +111,9 @@ def test_confusion_rows_sum_to_class_counts():
     assert matrix[1][2] == 1 and matrix[2][0] == 1
     assert breakdown["accuracy_per_resolution"] == {"32": 0.75, "48": pytest.approx(2 / 3)}
     assert breakdown["accuracy_per_class"]["2"] == pytest.approx(2 / 3)
+    capped = classification_breakdown(Evaluation(0.5, 0.6, [predictions[0][:2], predictions[1][:1]]), split, [32, 48])
+    assert capped["confusion_matrix"] == confusion_matrix([0, 1, 2], [0, 1, 2])  # the images measured, no more
+    assert capped["accuracy_per_resolution"] == {"32": 1.0, "48": 1.0}
 
 
 @pytest.mark.slow(seconds=35)

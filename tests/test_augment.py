@@ -116,3 +116,17 @@ def test_a_blur_larger_than_the_image_is_one_line():
         pipeline(torch.rand(2, 1, 28, 28), torch.Generator().manual_seed(0))
     assert "GaussianBlur kernel_size 61 does not fit 28x28 images: use an odd size of at most 55" in str(info.value)
     assert build_pipeline([{"name": "GaussianBlur", "kernel_size": 55}])(torch.rand(2, 1, 28, 28), torch.Generator()).shape == (2, 1, 28, 28)
+
+
+def test_preview_grid_places_each_draw_in_its_cell_with_gaps_between(tmp_path):
+    from convexp.plots import GRID_GAP, augmentation_grid, image_grid
+
+    originals, draws = torch.rand(3, 1, 5, 4), [torch.rand(3, 1, 5, 4) for _ in range(2)]
+    grid = image_grid([originals] + draws)
+    assert grid.shape == (3 * 5 + 2 * GRID_GAP, 3 * 4 + 2 * GRID_GAP)
+    top, left = 2 * (5 + GRID_GAP), 1 * (4 + GRID_GAP)  # row 2, draw 1
+    assert torch.equal(grid[top : top + 5, left : left + 4], draws[0][2, 0])
+    assert torch.isnan(grid[5 : 5 + GRID_GAP]).all() and torch.isnan(grid[:, 4 : 4 + GRID_GAP]).all()
+    assert torch.isnan(grid).sum() == grid.numel() - 9 * 5 * 4  # nothing but cells and gaps
+    augmentation_grid(originals, draws, tmp_path / "augmentations.png")
+    assert (tmp_path / "augmentations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

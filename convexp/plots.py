@@ -144,7 +144,7 @@ def confusion_matrix(matrix: list[list[int]], title: str, path: Path) -> None:
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted digit", ylabel="true digit", title=title, xticks=range(10), yticks=range(10))
     fig.colorbar(image, ax=ax, label="fraction of the true class")
-    save(fig, path)
+    save(fig, path, {"left": 0.1, "right": 0.98, "bottom": 0.1, "top": 0.93})  # always this layout: see CURVE_MARGINS
 
 
 def metric_against(points: list[tuple[object, float, float]], key: str, metric: str, path: Path) -> None:

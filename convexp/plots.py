@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 
-# Margins of the per-run curves (6 x 4 in; at most 7-character tick labels), whose layout is
-# always the same: tight_layout would measure it again with a whole extra draw, 40% of the cost
-# of every run's three figures.
+# Margins of the curves per epoch or batch (6 x 4 in or so; at most 7-character tick labels),
+# whose layout is always the same: tight_layout would measure it again with a whole extra draw,
+# 40% of the cost of every run's three figures.
 CURVE_MARGINS = {"left": 0.16, "right": 0.97, "bottom": 0.12, "top": 0.92}
 
 
@@ -89,7 +89,7 @@ def mean_std_curves(
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend()
-    save(fig, path)
+    save(fig, path, CURVE_MARGINS)
 
 
 def augmentation_grid(originals: torch.Tensor, draws: list[torch.Tensor], path: Path) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow(seconds=20)  # three Python processes of about 6 s: early in make test, not its tail
+
 # Forward passes of MNISTConvNet on 720 digits (conv1's output alone is 36 MB, above the 32 MiB
 # that glibc's mmap threshold can rise to); print the minor page faults of ten passes after
 # three warm-up ones. Kept memory does not mean zero faults: depending on the CPU's kernels

@@ -123,7 +123,7 @@ def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, strai
 
 
 def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
-    command = ["sweep-batch", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.max_batches=8",
+    command = ["sweep-batch", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.max_batches=4",
                "--set", "sweep.batch_sizes=[256, 512]", "--set", "sweep.seeds=[0]"]
     run, code, _ = interrupt_after_first_epoch(command, tmp_path / "runs", "bs512-seed0/metrics.csv")
     assert code == 130

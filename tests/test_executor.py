@@ -19,7 +19,7 @@ from convexp.errors import ConvexpError
 from convexp.executor import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
-from tests.conftest import REPO, invoke, mini
+from tests.conftest import REPO, SMOKE_EVAL, invoke, mini
 
 
 # -- task functions a worker imports by name ------------------------------------------------------
@@ -113,7 +113,7 @@ def test_bad_jobs_is_one_line(jobs, message):
 
 
 SWEEP = ["--set", "train.epochs=1", "--set", "train.max_batches=20", "--set", "sweep.batch_sizes=[16, 32]",
-         "--set", "sweep.seeds=[0]"]
+         "--set", "sweep.seeds=[0]", *SMOKE_EVAL]
 NEEDS_RAY = "--executor ray needs Ray: make setup installs it (pip install -e '.[ray]')"
 
 
@@ -180,7 +180,7 @@ def test_ray_missing_is_one_line(monkeypatch):
 @pytest.mark.slow(seconds=30)
 def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, mnist_root):
     out = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-m", "convexp", "sweep-batch", *mini(mnist_root), "--set", "train.epochs=4",
+    process = subprocess.Popen([sys.executable, "-m", "convexp", "sweep-batch", *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=4",
                                 "--set", "train.max_batches=40", "--set", "sweep.batch_sizes=[16, 32]", "--set", "sweep.seeds=[0]", "--jobs", "2",
                                 "--threads", "1", "--out", str(out), "-q"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

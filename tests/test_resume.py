@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, mini
+from tests.conftest import SMOKE_EVAL, invoke, mini
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def interrupt_after_first_epoch(command: list[str], out: Path, metrics_relative:
 
 
 # 3 epochs of 40 batches: the signal after the first lands with two epochs to go, on a busy machine too
-TRAIN = ["--set", "train.epochs=3", "--set", "train.batch_size=64", "--set", "train.max_batches=40"]
+TRAIN = ["--set", "train.epochs=3", "--set", "train.batch_size=64", "--set", "train.max_batches=40", *SMOKE_EVAL]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_interrupt_then_resume_equals_a_straight_run(tmp_path, mnist_root, strai
 
 
 def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
-    command = ["sweep-batch", *mini(mnist_root), "--set", "train.epochs=3", "--set", "train.max_batches=4",
+    command = ["sweep-batch", *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=3", "--set", "train.max_batches=4",
                "--set", "sweep.batch_sizes=[256, 512]", "--set", "sweep.seeds=[0]"]
     run, code, _ = interrupt_after_first_epoch(command, tmp_path / "runs", "bs512-seed0/metrics.csv")
     assert code == 130
@@ -139,7 +139,7 @@ def test_interrupted_sweep_resumes_only_what_is_left(tmp_path, mnist_root):
 
 def test_same_seed_same_cli_metrics_byte_for_byte(tmp_path, mnist_root):
     """Two processes: a fresh one, and this one with its own history of seeds and threads."""
-    args = ["augment", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.batch_size=128",
+    args = ["augment", *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=1", "--set", "train.batch_size=128",
             "--set", "train.max_batches=15", "-q"]
     fresh = CliProcess(*args, "--out", str(tmp_path / "a"), log=tmp_path / "a.log")
     assert fresh.wait() == 0, fresh.output()
@@ -151,7 +151,7 @@ def test_same_seed_same_cli_metrics_byte_for_byte(tmp_path, mnist_root):
 
 
 def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_locked(tmp_path, mnist_root):
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=4", "--set", "train.batch_size=128",
+    command = ["train-mnist", *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=4", "--set", "train.batch_size=128",
                "--set", "train.max_batches=15"]  # 3 short epochs still to go when it is killed
     process, run = start_and_wait_for_first_epoch(command, tmp_path / "runs", "metrics.csv")
     second = invoke("resume", str(run))  # the first owner is alive: one process per folder
@@ -169,7 +169,7 @@ def test_a_killed_run_is_shown_dead_and_resume_takes_it_while_a_live_one_is_lock
 
 def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, mnist_root):
     # 4 short epochs: the signal after the first must land before the run ends, on a busy machine too
-    command = ["train-mnist", *mini(mnist_root), "--set", "train.epochs=4", "--set", "train.batch_size=256",
+    command = ["train-mnist", *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=4", "--set", "train.batch_size=256",
                "--set", "train.max_batches=10"]
     run, code, _ = interrupt_after_first_epoch(command, tmp_path / "runs", "metrics.csv")
     assert code == 130

@@ -43,7 +43,7 @@ def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root
 
 def test_sweep_records_a_failed_child_goes_on_and_is_not_completed(tmp_path, mnist_root):
     result = invoke("sweep-batch", *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.lr=1e30",
-                     "--set", "train.max_batches=20", "--set", "sweep.batch_sizes=[512]", "--set", "sweep.seeds=[0, 1]",
+                     "--set", "train.max_batches=3", "--set", "sweep.batch_sizes=[512]", "--set", "sweep.seeds=[0, 1]",
                      "--out", str(tmp_path), "-q")
     assert result.returncode == 2  # a study is completed only when all its runs are
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line

@@ -75,3 +75,29 @@ def test_the_report_blocks_are_unchanged():
     """Default blocks: the report's network, with its checkpoint names."""
     assert count_parameters(VariableInputNet(81)) == 29_029
     assert set(VariableInputNet(81).state_dict()) == {f"features.conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")} | {"fc1.weight", "fc1.bias"}
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_pooling_before_the_relu_gives_the_reports_order_bit_for_bit(norm):
+    """ConvBlocks pools, then applies ReLU: the values and every gradient must be exactly those of
+    the report's ReLU-then-pool, windows that are all negative (all 0 after ReLU) included."""
+    from convexp.models import ConvBlocks
+
+    torch.manual_seed(0)
+    blocks = ConvBlocks("native", last_channels=8, widths=(4,), norm=norm)
+    x = torch.randn(3, 1, 12, 12, requires_grad=True)
+
+    def report_order(x):
+        for i in (1, 2):
+            x = getattr(blocks, f"conv{i}")(x)
+            if norm != "none":
+                x = getattr(blocks, f"norm{i}")(x)
+            x = F.max_pool2d(F.relu(x), 2)
+        return x
+
+    grad = torch.randn(3, 8, 3, 3)
+    ours, theirs = blocks(x), report_order(x)
+    assert torch.equal(ours, theirs) and (theirs == 0).any()  # some windows were all negative
+    mine = torch.autograd.grad(ours, [x, *blocks.parameters()], grad)
+    expected = torch.autograd.grad(theirs, [x, *blocks.parameters()], grad)
+    assert all(torch.equal(a, b) for a, b in zip(mine, expected))

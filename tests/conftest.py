@@ -21,6 +21,13 @@ TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
 torch.set_num_threads(TEST_THREADS)  # already for module fixtures, which run before the autouse one below
 
+# Freed tensor memory is reused, not faulted in again, as in every convexp process (cli.main and
+# the executor's workers call this too): tests that train through the library, not the CLI, run
+# at the CLI's speed. The memory tests measure fresh processes of their own.
+from convexp.memory import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()
+
 
 def pytest_collection_modifyitems(items):
     """Slow tests first, modules with the longest (`slow(seconds=N)`, else about 10 s) first: run

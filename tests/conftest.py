@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,14 +18,24 @@ REPO = Path(__file__).resolve().parents[1]
 # processes of two threads on two cores wait on each other's threads and run up to 10x slower.
 TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
-torch.set_num_threads(TEST_THREADS)  # already for module fixtures, which run before the autouse one below
 
-# Freed tensor memory is reused, not faulted in again, as in every convexp process (cli.main and
-# the executor's workers call this too): tests that train through the library, not the CLI, run
-# at the CLI's speed. The memory tests measure fresh processes of their own.
-from convexp.memory import keep_freed_memory  # noqa: E402
 
-keep_freed_memory()
+def pytest_configure(config):
+    """In each process that runs tests, before any test module or module fixture: the threads
+    above, and freed tensor memory reused rather than faulted in again, as in every convexp
+    process (cli.main and the executor's workers do the same), so tests that train through the
+    library run at the CLI's speed. The memory tests measure fresh processes of their own.
+
+    Not in xdist's controller, which only hands tests out: importing torch there delayed
+    starting the test processes by 2.5 s."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import torch
+
+    from convexp.memory import keep_freed_memory
+
+    torch.set_num_threads(TEST_THREADS)
+    keep_freed_memory()
 
 
 def pytest_collection_modifyitems(items):
@@ -46,6 +55,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def torch_threads():
+    import torch
+
     torch.set_num_threads(TEST_THREADS)
 
 

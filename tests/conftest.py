@@ -89,9 +89,9 @@ def mini(root: Path) -> list[str]:
     return ["--set", f"data.root={root}", "--set", "data.val_split=0.2"]
 
 
-# For runs that test plumbing (resume, the executors), not accuracy: each evaluation measures 500
-# images (2 batches of 250 per split) instead of the whole split. Their assertions compare runs
-# with each other; evaluating whole splits is tested by the accuracy floors.
+# For runs that test plumbing (resume, the executors, the generic sweep), not accuracy: each
+# evaluation measures 500 images (2 batches of 250 per split) instead of the whole split. Their
+# assertions compare runs with each other; evaluating whole splits is tested by the accuracy floors.
 SMOKE_EVAL = ["--set", "train.eval_batch_size=250", "--set", "train.max_eval_batches=2"]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from convexp.config import SweepConfig, TrainMnistConfig, load_config
 from convexp.experiments.sweep import Point, grid_points
-from tests.conftest import invoke, mini
+from tests.conftest import SMOKE_EVAL, invoke, mini
 
 
 def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
@@ -61,7 +61,7 @@ def test_sweep_errors_are_one_line_before_anything_runs(tmp_path, args, message)
 @pytest.mark.slow
 def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp_path, mnist_root):
     result = invoke("sweep", "train-mnist", "--grid", "train.lr=[0.001, 0.003]", "--grid", "train.batch_size=[32, 64]",
-                     *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.max_batches=30", "--jobs", "2",
+                     *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=1", "--set", "train.max_batches=30", "--jobs", "2",
                      "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     (study,) = tmp_path.iterdir()

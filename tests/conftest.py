@@ -1,15 +1,12 @@
-"""Shared fixtures: small tensors, the real-data root, and a way to run the CLI."""
+"""pytest's hooks and the fixtures every module may ask for: threads, a seeded generator, the image
+cache of this session, the real data. Helpers to import live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 # CPU threads of every torch process in the suite: the test process, and the CLI subprocesses
 # (through OMP_NUM_THREADS, torch's default), whatever the machine's core count. Runs compared
@@ -54,10 +51,13 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
-def torch_threads():
+def torch_threads_and_seed():
+    """Every test starts with the suite's threads and torch's generator seeded: random inputs are
+    the same at every run, so a failure repeats."""
     import torch
 
     torch.set_num_threads(TEST_THREADS)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -67,81 +67,32 @@ def image_cache_of_this_session(tmp_path_factory):
     os.environ["CONVEXP_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
 
 
-def data_dir() -> Path | None:
-    value = os.environ.get("CONVEXP_DATA")
-    return Path(value) if value else None
-
-
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """../shared/data/mnist-mini, found through CONVEXP_DATA (set by .ci/run)."""
+    from tests.helpers import (  # here: xdist's controller, which only hands tests out, never imports torch
+        NO_DATA,
+        data_dir,
+    )
+
     root = data_dir()
     if root is None:
-        pytest.skip("real-data test: set CONVEXP_DATA to the folder holding mnist-mini (e.g. ../shared/data)")
+        pytest.skip(NO_DATA)
     mini = root / "mnist-mini"
     if not (mini / "MNIST" / "raw").is_dir():
         pytest.skip(f"real-data test: {mini}/MNIST/raw not found under CONVEXP_DATA")
     return mini
 
 
-def mini(root: Path) -> list[str]:
-    """CLI options for mnist-mini: its root, and a validation fifth (the configs' 10,000 is the full set's)."""
-    return ["--set", f"data.root={root}", "--set", "data.val_split=0.2"]
+@pytest.fixture(scope="session")
+def course_varres(tmp_path_factory) -> Path:
+    """A few hundred of the course's own mnist-varres PNGs (30 a digit to train, 10 to test), in
+    its layout: the real images through the real loader, at a fraction of the set's 40 s decode."""
+    from tests.helpers import NO_DATA, course_varres_subset, data_dir
 
-
-# For runs that test plumbing (resume, the executors, the generic sweep), not accuracy: each
-# evaluation measures 500 images (2 batches of 250 per split) instead of the whole split. Their
-# assertions compare runs with each other; evaluating whole splits is tested by the accuracy floors.
-SMOKE_EVAL = ["--set", "train.eval_batch_size=250", "--set", "train.max_eval_batches=2"]
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m convexp ARGS` in a subprocess, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "convexp", *args],
-        cwd=cwd or REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
-
-
-def invoke(*args: str) -> subprocess.CompletedProcess:
-    """`convexp ARGS` in this process, through cli.main: what run_cli does, without starting Python
-    and importing torch again (about 5 s a call). Error cases, and real runs that need no process
-    of their own."""
-    import contextlib
-    import io
-
-    from convexp.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    previous, columns = Path.cwd(), os.environ.get("COLUMNS")
-    os.chdir(REPO)
-    os.environ["COLUMNS"] = str(max(200, int(columns or 0)))  # tables at least as wide as run_cli's
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        os.chdir(previous)
-        if columns is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = columns
-    return subprocess.CompletedProcess(["convexp", *args], code, out.getvalue(), err.getvalue())
-
-
-def write_pngs(root, sizes_per_digit, corrupt=None):
-    """A tiny synthetic varres folder: for each split, digit d gets one image per listed size."""
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for digit in range(10):
-            folder = root / split / str(digit)
-            folder.mkdir(parents=True, exist_ok=True)
-            for n, size in enumerate(sizes_per_digit):
-                Image.new("L", (size, size), color=digit * 20).save(folder / f"{n}.png")
-    if corrupt:
-        (root / "train" / "3" / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    return root
+    root = data_dir()
+    if root is None:
+        pytest.skip(NO_DATA)
+    if not (root / "mnist-varres" / "train").is_dir():
+        pytest.skip(f"real-data test: {root}/mnist-varres/train not found under CONVEXP_DATA")
+    return course_varres_subset(tmp_path_factory.mktemp("course") / "mnist-varres", {"train": 30, "test": 10})

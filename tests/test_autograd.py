@@ -12,17 +12,11 @@ from torch.autograd import gradcheck
 
 from convexp import autograd
 from convexp.models import UnfoldConv2d
-
-
-def double(*shape, positive=False):
-    x = torch.randn(*shape, dtype=torch.float64)
-    if positive:
-        x = x.abs() + 0.5  # keep divisors away from zero
-    return x.requires_grad_()
+from tests.helpers import ALGORITHMS, GEOMETRY_GRID, WIDE_GRID, float64
 
 
 def test_divide_gradcheck_and_formula():
-    x, y = double(3, 4), double(3, 4, positive=True)
+    x, y = float64(3, 4), float64(3, 4, positive=True)
     assert gradcheck(autograd.Divide.apply, (x, y))
     grad_s = torch.randn(3, 4, dtype=torch.float64)
     autograd.Divide.apply(x, y).backward(grad_s)
@@ -31,13 +25,13 @@ def test_divide_gradcheck_and_formula():
 
 
 def test_sigmoid_matches_torch():
-    x = double(5, 3)
+    x = float64(5, 3)
     assert gradcheck(autograd.Sigmoid.apply, (x,))
     assert torch.allclose(autograd.Sigmoid.apply(x), torch.sigmoid(x))
 
 
 def test_matmul_transposed_gradcheck_and_shapes():
-    w, x = double(4, 6), double(5, 6)
+    w, x = float64(4, 6), float64(5, 6)
     assert gradcheck(autograd.MatmulTransposed.apply, (w, x))
     y = autograd.MatmulTransposed.apply(w, x)
     assert y.shape == (4, 5)
@@ -47,7 +41,7 @@ def test_matmul_transposed_gradcheck_and_shapes():
 
 
 def test_expand_gradcheck_sums_rows():
-    x = double(7)
+    x = float64(7)
     assert gradcheck(lambda t: autograd.Expand.apply(t, 16), (x,))
     y = autograd.Expand.apply(x, 16)
     assert y.shape == (7, 16)
@@ -56,21 +50,12 @@ def test_expand_gradcheck_sums_rows():
     assert torch.allclose(x.grad, grad_y @ torch.ones(16, dtype=torch.float64))
 
 
-# The grid asked for: stride 1 and 2, padding 0/1/2, kernels 3x3, 5x5, 3x5. gradcheck runs it in
-# float64 on small shapes (its cost grows with inputs x outputs); the wide shapes (channels
-# 1..8, batch 1..4) are checked against F.conv2d in float32, forward and every gradient.
-GEOMETRY_GRID = list(itertools.product((1, 2), (0, 1, 2), ((3, 3), (5, 5), (3, 5))))
-CHANNELS_BATCH = [(1, 2, 1), (3, 4, 2), (8, 5, 4), (2, 8, 3), (5, 1, 1), (4, 6, 2)]
-WIDE_GRID = [(*geometry, *CHANNELS_BATCH[i % len(CHANNELS_BATCH)]) for i, geometry in enumerate(GEOMETRY_GRID)]
-
-
-ALGORITHMS = ["rows", "reference"]  # the fast layout and the report's F.unfold/F.fold layout
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("stride,padding,kernel", GEOMETRY_GRID)
 def test_conv2d_gradcheck_grid(stride, padding, kernel, algorithm):
-    x, w, b = double(2, 2, 7, 8), double(3, 2, *kernel), double(3)
+    x, w, b = float64(2, 2, 7, 8), float64(3, 2, *kernel), float64(3)
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding, algorithm=algorithm), (x, w, b),
                      fast_mode=True)
     expected = F.conv2d(x, w, b, stride=stride, padding=padding)
@@ -92,17 +77,17 @@ def test_conv2d_wide_grid_equals_f_conv2d_in_float32(stride, padding, kernel, c_
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_conv2d_without_bias_and_unbatched_input(algorithm):
-    x, w = double(3, 6, 6), double(2, 3, 3, 3)
+    x, w = float64(3, 6, 6), float64(2, 3, 3, 3)
     assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 1, 1, algorithm=algorithm), (x, w), fast_mode=True)
     assert autograd.conv2d(x, w, padding=1, algorithm=algorithm).shape == (2, 6, 6)
 
 
 def test_rows_conv_accepts_channels_last_and_strided_inputs():
-    x = double(2, 3, 9, 9)
-    w = double(4, 3, 3, 3)
+    x = float64(2, 3, 9, 9)
+    w = float64(4, 3, 3, 3)
     channels_last = x.detach().to(memory_format=torch.channels_last).requires_grad_()
     assert gradcheck(lambda x, w: autograd.conv2d(x, w, None, 2, 1), (channels_last, w), fast_mode=True)
-    sliced = double(2, 3, 12, 12)[:, :, ::2, 1:10]  # a non-contiguous view
+    sliced = float64(2, 3, 12, 12)[:, :, ::2, 1:10]  # a non-contiguous view
     torch.testing.assert_close(autograd.conv2d(sliced, w, None, 1, 1), F.conv2d(sliced, w, None, 1, 1))
 
 
@@ -115,7 +100,7 @@ def small_row_budget(monkeypatch):
 
 @pytest.mark.parametrize("c_in,batch,stride,padding", [(1, 3, 1, 1), (3, 4, 2, 1), (2, 5, 1, 0)])
 def test_chunked_rows_conv_gradcheck(small_row_budget, c_in, batch, stride, padding):
-    x, w, b = double(batch, c_in, 7, 6), double(4, c_in, 3, 3), double(4)
+    x, w, b = float64(batch, c_in, 7, 6), float64(4, c_in, 3, 3), float64(4)
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, stride, padding), (x, w, b), fast_mode=True)
     torch.testing.assert_close(autograd.conv2d(x, w, b, stride, padding), F.conv2d(x, w, b, stride, padding))
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from convexp.experiments.bench import layer_flops, step_flops
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 
 def test_step_flops_by_hand():

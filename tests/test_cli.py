@@ -7,16 +7,11 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import REPO, invoke, mini, run_cli
+from tests.helpers import REPO, invoke, mini, only_run, run_cli
 
 RUN_FILES = ["config.yaml", "metrics.csv", "batches.csv", "summary.json", "model.pt", "log.txt",
              "plots/loss.png", "plots/accuracy.png", "plots/batch_loss.png"]
 
-
-def only_run(out):
-    runs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 @pytest.mark.slow

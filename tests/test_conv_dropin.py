@@ -8,8 +8,6 @@ gradient must equal F.conv2d's.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 import torch.nn as nn
@@ -18,32 +16,14 @@ from torch.autograd import gradcheck
 
 from convexp import autograd
 from convexp.models import UnfoldConv2d
-
-ALGORITHMS = ["rows", "reference"]
-TOLERANCE = {torch.float64: {}, torch.float32: {"rtol": 1e-4, "atol": 1e-4}}  # float64: assert_close's tight default
-
-
-@functools.cache
-def conv2d_opinfo():
-    pytest.importorskip("expecttest", reason="PyTorch's OpInfo samples need the test package expecttest (make setup installs it)")
-    pytest.importorskip("hypothesis", reason="PyTorch's OpInfo samples need the test package hypothesis (make setup installs it)")
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    (op,) = [o for o in op_db if o.name == "nn.functional.conv2d" and o.variant_test_name == ""]
-    return op
-
-
-def run_sample(sample, algorithm: str, tolerance: dict) -> None:
-    weight, *rest = sample.args
-    bias = rest[0] if rest else sample.kwargs.get("bias")
-    options = {k: v for k, v in sample.kwargs.items() if k != "bias"}
-    inputs = [t for t in (sample.input, weight, bias) if isinstance(t, torch.Tensor) and t.requires_grad]
-    ours = autograd.conv2d(sample.input, weight, bias, algorithm=algorithm, **options)
-    expected = F.conv2d(sample.input, weight, bias, **options)
-    torch.testing.assert_close(ours, expected, **tolerance)
-    grad = torch.randn_like(expected)
-    for mine, theirs in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(mine, theirs, **tolerance)
+from tests.helpers import (
+    ALGORITHMS,
+    GRADCHECK_CASES,
+    TOLERANCE,
+    conv2d_opinfo,
+    float64,
+    run_sample,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -61,28 +41,11 @@ def test_every_opinfo_sample_of_f_conv2d(algorithm, dtype):
     assert not failures, "\n".join(failures)
 
 
-def double(*shape):
-    return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-
-
-# Small cases (batch <= 2, few channels), each a feature on its own and together.
-GRADCHECK_CASES = {
-    "dilated": ((2, 2, 7, 6), (3, 2, 3, 3), {"dilation": 2, "padding": 1}),
-    "dilated-strided-uneven": ((1, 2, 9, 8), (2, 2, 2, 3), {"dilation": (2, 3), "stride": (2, 1), "padding": (1, 2)}),
-    "grouped": ((2, 4, 5, 5), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
-    "depthwise": ((2, 3, 5, 6), (3, 1, 3, 3), {"groups": 3, "stride": 2}),
-    "same-even-kernel": ((2, 2, 5, 6), (3, 2, 2, 4), {"padding": "same"}),
-    "same-dilated": ((1, 2, 6, 5), (2, 2, 3, 2), {"padding": "same", "dilation": 2}),
-    "valid": ((2, 2, 5, 5), (2, 2, 3, 3), {"padding": "valid", "stride": 2}),
-    "everything": ((2, 4, 8, 7), (4, 2, 2, 3), {"groups": 2, "dilation": (2, 1), "padding": "same"}),
-}
-
-
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("case", list(GRADCHECK_CASES))
 def test_gradcheck_dilated_grouped_same(case, algorithm):
     x_shape, w_shape, options = GRADCHECK_CASES[case]
-    x, w, b = double(*x_shape), double(*w_shape), double(w_shape[0])
+    x, w, b = float64(*x_shape), float64(*w_shape), float64(w_shape[0])
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, algorithm=algorithm, **options), (x, w, b), fast_mode=True)
     torch.testing.assert_close(autograd.conv2d(x, w, b, algorithm=algorithm, **options), F.conv2d(x, w, b, **options))
 
@@ -90,7 +53,7 @@ def test_gradcheck_dilated_grouped_same(case, algorithm):
 def test_chunked_rows_path_with_groups_and_dilation(monkeypatch):
     monkeypatch.setattr(autograd, "KEEP_ROWS_BYTES", 0)
     monkeypatch.setattr(autograd, "CHUNK_ROWS_BYTES", 1)  # one image per chunk, unfolded again in backward
-    x, w, b = double(3, 4, 7, 6), double(4, 2, 3, 3), double(4)
+    x, w, b = float64(3, 4, 7, 6), float64(4, 2, 3, 3), float64(4)
     options = {"groups": 2, "dilation": 2, "padding": "same"}
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, **options), (x, w, b), fast_mode=True)
 
@@ -101,9 +64,9 @@ def test_gpu_layout_of_the_rows_path_on_the_cpu(case, monkeypatch):
     one matmul and col2im), checked here on the CPU, where CI can see it break."""
     monkeypatch.setattr(autograd, "LAUNCH_BOUND_DEVICES", ("cpu", "cuda"))
     x_shape, w_shape, options = GRADCHECK_CASES[case]
-    x, w, b = double(*x_shape), double(*w_shape), double(w_shape[0])
+    x, w, b = float64(*x_shape), float64(*w_shape), float64(w_shape[0])
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, **options), (x, w, b), fast_mode=True)
-    depthwise = double(2, 3, 6, 5), double(3, 1, 3, 3), double(3)  # one channel per group: the kh·kw-copy case on CPU
+    depthwise = float64(2, 3, 6, 5), float64(3, 1, 3, 3), float64(3)  # one channel per group: the kh·kw-copy case on CPU
     assert gradcheck(lambda x, w, b: autograd.conv2d(x, w, b, groups=3, padding=1), depthwise, fast_mode=True)
 
 

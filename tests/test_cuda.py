@@ -21,8 +21,16 @@ from convexp.lifecycle import configure_device, open_run
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import seed_everything, train_unit
-from test_autograd import ALGORITHMS, GEOMETRY_GRID, WIDE_GRID
-from test_conv_dropin import GRADCHECK_CASES, TOLERANCE, conv2d_opinfo, run_sample
+from tests.helpers import (
+    ALGORITHMS,
+    GEOMETRY_GRID,
+    GRADCHECK_CASES,
+    TOLERANCE,
+    WIDE_GRID,
+    conv2d_opinfo,
+    float64,
+    run_sample,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA tests: this machine has no CUDA GPU")
 CUDA = torch.device("cuda")
@@ -53,7 +61,7 @@ def deterministic():
 
 
 def double(*shape):
-    return torch.randn(*shape, dtype=torch.float64, device=CUDA, requires_grad=True)
+    return float64(*shape, device=CUDA)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

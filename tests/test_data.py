@@ -52,7 +52,7 @@ def test_truncated_idx_file_is_named(tmp_path, mnist_root):
 @pytest.mark.slow(seconds=40)
 def test_one_epoch_on_full_mnist_at_the_reports_split(tmp_path):
     """`make train`'s data: the official 60,000 digits split 50,000 / 10,000, tested on 10,000."""
-    from tests.conftest import data_dir, invoke
+    from tests.helpers import data_dir, invoke
 
     root = data_dir() / "mnist" if data_dir() else None
     if root is None or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from convexp.config import ReproduceConfig, TrainMnistConfig, VarresPoolConfig, load_config
+from convexp.config import (
+    ReproduceConfig,
+    TrainMnistConfig,
+    VarresPoolConfig,
+    load_config,
+)
 from convexp.data_roots import resolve_root
 
 
@@ -80,7 +85,7 @@ def test_reproduce_builds_varres_when_no_course_set_is_found(elsewhere):
 def test_shipped_configs_use_the_real_data_at_the_reports_split(command):
     import yaml
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     data = yaml.safe_load((REPO / "configs" / f"{command}.yaml").read_text())["data"]
     assert data["root"] == "auto"

@@ -10,7 +10,7 @@ import struct
 import pytest
 import torch
 
-from tests.conftest import invoke, run_cli, write_pngs
+from tests.helpers import invoke, run_cli, write_pngs
 
 
 def truncated_mnist(tmp):

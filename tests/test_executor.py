@@ -19,8 +19,7 @@ from convexp.errors import ConvexpError
 from convexp.executor import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
-from tests.conftest import REPO, SMOKE_EVAL, invoke, mini
-
+from tests.helpers import REPO, SMOKE_EVAL, invoke, mini
 
 # -- task functions a worker imports by name ------------------------------------------------------
 

@@ -7,14 +7,10 @@ import json
 
 import pytest
 
-from tests.conftest import invoke, mini
+from tests.helpers import invoke, mini, only_run
 
 pytestmark = pytest.mark.slow
 
-
-def only_run(out):
-    (run,) = [p for p in out.iterdir() if p.is_dir()]
-    return run
 
 
 @pytest.mark.slow(seconds=25)

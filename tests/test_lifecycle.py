@@ -12,8 +12,7 @@ from convexp.console import Reporter
 from convexp.errors import ConvexpError
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
-from tests.conftest import invoke
-from tests.test_train import tiny_splits, train_into
+from tests.helpers import invoke, tiny_splits, train_into
 
 CPU = torch.device("cpu")
 

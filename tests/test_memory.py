@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow(seconds=20)  # three Python processes of about 6 s: early in make test, not its tail
 

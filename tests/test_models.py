@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convexp.models import MNISTConvNet, UnfoldConv2d, VariableInputNet, count_parameters
+from convexp.models import (
+    MNISTConvNet,
+    UnfoldConv2d,
+    VariableInputNet,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize("conv", ["native", "unfold", "unfold-reference"])

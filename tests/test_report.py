@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from convexp.report import beyond_spread, fmt, spread
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 pytestmark = pytest.mark.xdist_group("reproduce")  # one test process runs the study they all read
 
@@ -82,7 +82,7 @@ def test_report_tables_match_the_run_folders(reproduced):
     on = json.loads((run / "augment-on-seed0" / "summary.json").read_text())
     assert "| augmented | 1 |" in markdown and f"{on['test_accuracy']:.4f} (1 seed)" in markdown
     pool = json.loads((run / "final-pool-seed0" / "max-seed0" / "summary.json").read_text())
-    assert f"| Q17_pool |" in markdown and f"{pool['test_accuracy']:.4f} (1 seed)" in markdown
+    assert "| Q17_pool |" in markdown and f"{pool['test_accuracy']:.4f} (1 seed)" in markdown
     assert "| Q15 | 29,066 parameters" in markdown and "| 29029 (1 seed) | reproduced |" in markdown
     assert "81 (29,029), 82 (29,328)" in markdown
     best = json.loads((run / "varres-best-seed0" / "max-seed0" / "summary.json").read_text())

@@ -8,54 +8,15 @@ tests/test_cli.py and the executor's Ctrl-C test run `python -m convexp` itself.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMOKE_EVAL, invoke, mini
+from tests.helpers import SMOKE_EVAL, CliProcess, invoke, mini
 
 pytestmark = pytest.mark.slow
-
-
-def run_main(argv: list[str], log: str) -> None:
-    """In the forked process: `convexp ARGV`, its terminal output into `log`."""
-    from convexp.cli import main
-
-    with open(log, "w") as out:
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-        sys.exit(main(argv))
-
-
-class CliProcess:
-    """`convexp ARGS` running in a process of its own: signals reach it as they reach `convexp`."""
-
-    def __init__(self, *args: str, log: Path):
-        from convexp.executor import worker_context  # the fork server the executor's workers start from
-
-        self.log = log
-        self.process = worker_context().Process(target=run_main, args=(list(args), str(log)))
-        self.process.start()
-
-    def poll(self) -> int | None:
-        return self.process.exitcode
-
-    def send_signal(self, sig: int) -> None:
-        os.kill(self.process.pid, sig)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def wait(self, timeout: float = 120) -> int | None:
-        self.process.join(timeout)
-        return self.process.exitcode
-
-    def output(self) -> str:
-        return self.log.read_text() if self.log.is_file() else ""
 
 
 def wait_for_epochs(metrics, epochs: int, process: CliProcess, timeout: float = 300) -> None:

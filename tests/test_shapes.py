@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from convexp.errors import ConvexpError
 from convexp.models import MNISTConvNet, VariableInputNet
 from convexp.shapes import conv_shape, layer_table, nearest_channel_counts
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 
 def traced_shapes(model, size):

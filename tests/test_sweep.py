@@ -9,7 +9,7 @@ import pytest
 
 from convexp.config import SweepConfig, TrainMnistConfig, load_config
 from convexp.experiments.sweep import Point, grid_points
-from tests.conftest import SMOKE_EVAL, invoke, mini
+from tests.helpers import SMOKE_EVAL, invoke, mini
 
 
 def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():

@@ -5,33 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convexp.config import MnistData, Train, TrainMnistConfig
-from convexp.console import Reporter
-from convexp.data import Split, Splits, load_mnist
+from convexp.config import MnistData, Train
+from convexp.data import Split, load_mnist
 from convexp.errors import ConvexpError
-from convexp.lifecycle import open_run
 from convexp.models import MNISTConvNet
 from convexp.runs import RunFolder
-from convexp.train import batch_order, evaluate, make_generators, schedule, seed_everything, trained_on, train_unit
-
-
-def tiny_splits(n=64, size=28, buckets=(28,)) -> Splits:
-    g = torch.Generator().manual_seed(0)
-    def split():
-        return Split([torch.rand(n, 1, s, s, generator=g) for s in buckets],
-                     [torch.randint(0, 10, (n,), generator=g) for _ in buckets])
-    return Splits(split(), split(), split())
-
-
-def train_into(tmp_path, splits, cfg, seed=0, name="run"):
-    """train_unit inside the run's life manager, as every experiment runs it."""
-    seed_everything(seed)
-    model = MNISTConvNet("native")
-    run = RunFolder(tmp_path / name)
-    run.path.mkdir()
-    reporter = Reporter(quiet=True)
-    with open_run(run, "train-mnist", TrainMnistConfig(seed=seed, train=cfg), torch.device("cpu"), reporter):
-        return run, train_unit(run, model, splits, cfg, seed=seed, device=torch.device("cpu"), reporter=reporter)
+from convexp.train import (
+    batch_order,
+    evaluate,
+    make_generators,
+    schedule,
+    trained_on,
+)
+from tests.helpers import tiny_splits, train_into
 
 
 def test_batch_order_covers_every_sample_once_and_never_mixes_buckets():

@@ -15,7 +15,7 @@ from convexp.experiments.classification import classification_breakdown
 from convexp.stats import confusion_matrix
 from convexp.train import Evaluation
 from convexp.varres import build_varres, load_varres, paste, resize_split
-from tests.conftest import invoke, write_pngs
+from tests.helpers import invoke, write_pngs
 
 
 @pytest.fixture(scope="session")  # session: make test runs the slow tests first, apart from the others

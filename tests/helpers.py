@@ -10,6 +10,7 @@ import io
 import itertools
 import os
 import signal
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -145,6 +146,31 @@ def assert_same_files(run: Path, straight: Path, names: tuple[str, ...] = ("metr
         assert (run / relative).read_bytes() == (straight / relative).read_bytes(), relative
 
 
+# -- the report's verdict rule, written out again so that tests check convexp against it ----------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (n - 1), from Python's statistics module; 0 for one value."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def stated(values: list[float], digits: int = 4) -> str:
+    """A number over seeds as the report states it: 'mean ± std (n=3)', or 'mean (1 seed)'."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} (1 seed)" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(values)})"
+
+
+def expected_verdict(value: float, precision: float, ours: list[float]) -> str:
+    """The report's value ± precision against our mean ± 2 std: overlap, wholly above, wholly below."""
+    mean, std = mean_std(ours)
+    if mean + 2 * std < value - precision:
+        return "below"
+    if mean - 2 * std > value + precision:
+        return "better"
+    return "reproduced"
+
+
+
 # -- processes of their own -----------------------------------------------------------------------
 
 
@@ -202,9 +228,10 @@ def tiny_splits(n: int = 64, size: int = 28, buckets: tuple[int, ...] = (28,)):
     return Splits(split(), split(), split())
 
 
-def train_into(tmp_path: Path, splits, cfg, seed: int = 0, name: str = "run"):
-    """train_unit inside the run's life manager, as every experiment runs it."""
-    from convexp.config import TrainMnistConfig
+def train_into(tmp_path: Path, splits, cfg, seed: int = 0, name: str = "run", conv: str = "native"):
+    """MNISTConvNet with the `conv` layout, trained by train_unit inside the run's life manager,
+    as every experiment runs it."""
+    from convexp.config import Model, TrainMnistConfig
     from convexp.console import Reporter
     from convexp.lifecycle import open_run
     from convexp.models import MNISTConvNet
@@ -212,11 +239,12 @@ def train_into(tmp_path: Path, splits, cfg, seed: int = 0, name: str = "run"):
     from convexp.train import seed_everything, train_unit
 
     seed_everything(seed)
-    model = MNISTConvNet("native")
+    model = MNISTConvNet(conv)
     run = RunFolder(tmp_path / name)
     run.path.mkdir()
     reporter = Reporter(quiet=True)
-    with open_run(run, "train-mnist", TrainMnistConfig(seed=seed, train=cfg), torch.device("cpu"), reporter):
+    config = TrainMnistConfig(seed=seed, model=Model(conv=conv), train=cfg)
+    with open_run(run, "train-mnist", config, torch.device("cpu"), reporter):
         return run, train_unit(run, model, splits, cfg, seed=seed, device=torch.device("cpu"), reporter=reporter)
 
 

@@ -194,3 +194,28 @@ def test_bench_workloads_capture_as_cuda_graphs(conv):
     for replay in items.values():
         replay()
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_a_replayed_graph_accumulates_what_the_eager_calls_do(conv):
+    """A captured layer step is the same arithmetic as the eager one: after bench's 3 warm-up
+    calls and one replay, its weight and input gradients hold four steps' worth, as four eager
+    calls of an identical layer give."""
+    import copy
+
+    from convexp.experiments.bench import graphed
+
+    torch.manual_seed(0)
+    layer = to_device(MNISTConvNet(conv), CUDA).features.conv2
+    twin = copy.deepcopy(layer)
+    x = torch.rand(16, 16, 14, 14, device=CUDA).to(memory_format=torch.channels_last).requires_grad_()
+    x_twin = x.detach().clone().requires_grad_()
+
+    replay = graphed(lambda: layer(x).sum().backward())
+    replay()
+    for _ in range(4):
+        twin(x_twin).sum().backward()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(layer.weight.grad, twin.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x.grad, x_twin.grad, rtol=1e-4, atol=1e-4)
+    assert float(layer.weight.grad.abs().sum()) > 0  # something was computed at all

@@ -153,10 +153,6 @@ def test_bad_input_catalogue(tmp_path, setup, argv, message):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_catalogue_has_at_least_twenty_cases():
-    assert len(CATALOGUE) >= 20
-
-
 def test_a_failed_run_records_the_error_and_is_never_marked_complete(tmp_path):
     result = invoke("varres-resize", "--set", f"data.root={tmp_path}/none", "--out", str(tmp_path / "runs"))
     assert result.returncode == 2

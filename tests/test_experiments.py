@@ -28,7 +28,8 @@ def test_sweep_batch_writes_a_child_per_point_and_a_summary(tmp_path, mnist_root
     with open(run / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["batch_size"], r["seed"]) for r in rows] == [("64", "0"), ("64", "1"), ("128", "0"), ("128", "1")]
-    assert all(float(r["best_val_accuracy"]) > 0.5 for r in rows)  # far above chance after 40 batches (0.71-0.79)
+    # recorded 0.7125-0.79 after 40 batches (seeds 0, 1; 2026-11-30); the floor keeps a 0.06 margin
+    assert all(float(r["best_val_accuracy"]) > 0.65 for r in rows)
     parent = json.loads((run / "summary.json").read_text())
     assert parent["status"] == "completed"
     assert parent["results"]["128"]["runs"] == 2

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SMOKE_EVAL, CliProcess, invoke, mini
+from tests.helpers import (
+    SMOKE_EVAL,
+    CliProcess,
+    assert_same_files,
+    interrupted_then_resumed,
+    invoke,
+    mini,
+    only_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -138,3 +146,38 @@ def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, mnist_root):
     resumed = invoke("resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert "no checkpoint.pt" in resumed.stdout and "training again from epoch 1" in resumed.stdout
+
+
+# -- every kind of run, stopped mid-epoch at a chosen batch, resumes to the straight run's bytes ----
+# Each kind below keeps state that a resume must restore or recompute exactly: the augmentation
+# generator's stream (augment, varres-pool with augment), the order of resolution buckets
+# (varres-pool), the learning rate as a function of the global step (cosine with warm-up). The
+# Ctrl-C lands mid-epoch, so the resumed run must also drop the partial epoch and redo it.
+
+SHORT = ["--set", "train.epochs=3", *SMOKE_EVAL]
+
+
+def kind_args(kind: str, mnist_root: Path, course_varres: Path) -> tuple[list[str], int]:
+    """(the command, the batch after which Ctrl-C comes: inside epoch 2)"""
+    if kind == "cosine-warmup":  # warm-up ends inside epoch 1, the cosine runs over the rest
+        return ["train-mnist", *mini(mnist_root), *SHORT, "--set", "train.max_batches=12", "--set", "train.batch_size=64",
+                "--set", "train.schedule=cosine", "--set", "train.warmup_epochs=0.5"], 18
+    if kind == "augment":
+        return ["augment", *mini(mnist_root), *SHORT, "--set", "train.max_batches=10", "--set", "train.batch_size=64"], 15
+    # configs/varres-best.yaml on the course's own images (30 a digit): three resolution buckets
+    # interleaved, each image augmented at its own size, batch norm, AdamW, cosine after warm-up
+    return ["varres-pool", "--config", "configs/varres-best.yaml", "--set", f"data.root={course_varres}", *SHORT,
+            "--set", "seeds=[0]", "--set", "train.batch_size=32", "--set", "train.warmup_epochs=0.5",
+            "--set", "train.eval_batch_size=100"], 13
+
+
+@pytest.mark.parametrize("kind", ["cosine-warmup", "augment", "varres-pool"])
+def test_ctrl_c_mid_epoch_then_resume_equals_the_straight_run_byte_for_byte(tmp_path, mnist_root, course_varres, kind):
+    args, batch = kind_args(kind, mnist_root, course_varres)
+    straight = invoke(*args, "--out", str(tmp_path / "straight"), "-q")
+    assert straight.returncode == 0, straight.stderr
+    resumed = interrupted_then_resumed(args, tmp_path / "resumed", batch)
+    straight_run = only_run(tmp_path / "straight")
+    assert_same_files(resumed, straight_run)
+    assert "resuming after epoch 1 of 3" in "".join(p.read_text() for p in resumed.rglob("log.txt"))  # stopped in epoch 2
+    assert all(len(p.read_text().splitlines()) == 1 + 3 for p in resumed.rglob("metrics.csv"))  # every epoch, none twice

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
+from pathlib import Path
 
 import pytest
 
 from convexp.config import SweepConfig, TrainMnistConfig, load_config
 from convexp.experiments.sweep import Point, grid_points
-from tests.helpers import SMOKE_EVAL, invoke, mini
+from tests.helpers import (
+    SMOKE_EVAL,
+    assert_same_files,
+    interrupted_then_resumed,
+    invoke,
+    mini,
+    only_run,
+)
 
 
 def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
@@ -68,8 +77,7 @@ def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp
     with (study / "points.csv").open() as f:
         points = list(csv.DictReader(f))
     assert len(points) == 4
-    means = [float(p["best_val_accuracy_mean"]) for p in points]
-    assert means == sorted(means, reverse=True)  # best first
+    assert points == ranking_from_children(study, "best_val_accuracy", seeds=[0])  # best first
     best = points[0]["point"]
     summaries = {p.name: json.loads((p / "summary.json").read_text()) for p in study.glob("p[0-9]*-seed*")}
     assert len(summaries) == 4 and all(s["status"] == "completed" for s in summaries.values())
@@ -88,6 +96,84 @@ def test_a_2x2_sweep_on_mini_chooses_on_validation_and_tests_only_the_choice(tmp
     assert report.returncode == 2 and "is a sweep: its ranking is in points.csv" in report.stderr
     listing = invoke("runs", "--out", str(tmp_path))
     assert f"{best}: best_val_accuracy {float(points[0]['best_val_accuracy_mean']):.4f}, test" in listing.stdout
+
+
+def ranking_from_children(study: Path, select: str, seeds: list[int], written: bool = True) -> list[dict]:
+    """points.csv's rows as they should be, computed here from each child's own metrics.csv: the
+    mean ± std over seeds of the selection metric (best_val_accuracy: the highest val_accuracy
+    of any epoch; val_accuracy and val_loss: the final epoch's), best first (lowest for val_loss);
+    `written`: as rows of the study's points.csv (strings, with the swept values)."""
+    def metric(child: Path) -> float:
+        with (child / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        if select == "best_val_accuracy":
+            return max(float(row["val_accuracy"]) for row in rows)
+        return float(rows[-1][select])
+
+    names = sorted({child.name.split("-")[0] for child in study.glob("p[0-9]*-seed*")})
+    rows = []
+    for name in names:
+        values = [metric(study / f"{name}-seed{seed}") for seed in seeds]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append({"point": name, f"{select}_mean": statistics.fmean(values), f"{select}_std": std})
+    rows.sort(key=lambda row: row[f"{select}_mean"], reverse=select != "val_loss")
+    if not written:
+        return rows
+    with (study / "points.csv").open() as f:  # the swept values, as the sweep wrote them
+        written = {row["point"]: row for row in csv.DictReader(f)}
+    return [{**written[row["point"]], **{k: str(v) for k, v in row.items()}, "runs": str(len(seeds)), "failed": "0"}
+            for row in rows]
+
+
+@pytest.mark.parametrize("select", ["best_val_accuracy", "val_accuracy", "val_loss"])
+def test_rank_takes_each_metric_as_its_definition_says(tmp_path, select):
+    """Children whose validation curves peak before the last epoch, so the best epoch and the
+    final one disagree: the ranking must take the metric asked for, averaged over seeds."""
+    from convexp.experiments.sweep import rank
+    from convexp.runs import RunFolder
+
+    curves = {  # point -> per seed: (val_accuracy, val_loss) per epoch
+        "p00": [[(0.90, 0.30), (0.97, 0.10), (0.91, 0.28)], [(0.92, 0.25), (0.96, 0.12), (0.93, 0.22)]],
+        "p01": [[(0.93, 0.20), (0.94, 0.18), (0.95, 0.15)], [(0.94, 0.19), (0.95, 0.16), (0.94, 0.17)]],
+        "p02": [[(0.80, 0.60), (0.85, 0.40), (0.99, 0.05)], [(0.70, 0.90), (0.75, 0.70), (0.60, 1.20)]],
+    }
+    for point, seeds in curves.items():
+        for seed, epochs in enumerate(seeds):
+            child = RunFolder(tmp_path / f"{point}-seed{seed}")
+            child.write_csv("metrics.csv", [{"epoch": e + 1, "val_loss": loss, "val_accuracy": acc} for e, (acc, loss) in enumerate(epochs)])
+            child.write_json("summary.json", {"status": "completed"})
+            (child.path / "config.yaml").write_text("{}")
+    config = SweepConfig(experiment="train-mnist", grid={"train.lr": [0.1, 0.2, 0.3]}, seeds=[0, 1], select=select)
+    ranked = rank(config, grid_points(config), RunFolder(tmp_path))
+    expected = ranking_from_children(tmp_path, select, seeds=[0, 1], written=False)
+    assert [r["point"].name for r in ranked] == [row["point"] for row in expected]
+    assert [(r["mean"], r["std"]) for r in ranked] == [(row[f"{select}_mean"], row[f"{select}_std"]) for row in expected]
+
+
+# Two points, two seeds each, ranked by the final validation loss (lower is better)
+VAL_LOSS_SWEEP = ["sweep", "train-mnist", "--grid", "train.lr=[0.0003, 0.003]", "--seeds", "0,1", "--select", "val_loss",
+                  "--set", "train.epochs=2", "--set", "train.max_batches=8", "--set", "train.batch_size=64", *SMOKE_EVAL]
+
+
+@pytest.mark.slow(seconds=20)
+def test_a_val_loss_sweep_over_seeds_ranks_lowest_first_and_resumes_to_the_same_bytes(tmp_path, mnist_root):
+    args = [*VAL_LOSS_SWEEP, *mini(mnist_root)]
+    straight = invoke(*args, "--out", str(tmp_path / "straight"), "-q")
+    assert straight.returncode == 0, straight.stderr
+    study = only_run(tmp_path / "straight")
+    with (study / "points.csv").open() as f:
+        points = list(csv.DictReader(f))
+    assert points == ranking_from_children(study, "val_loss", seeds=[0, 1])
+    assert float(points[0]["val_loss_std"]) > 0  # two seeds, really spread
+    best = points[0]["point"]
+    assert load_config(TrainMnistConfig, study / "best.yaml").train.lr == float(points[0]["train.lr"])
+    tested = {p.name for p in study.glob("p*-seed*") if "test_accuracy" in json.loads((p / "summary.json").read_text())}
+    assert tested == {f"{best}-seed0", f"{best}-seed1"}
+    # Ctrl-C in epoch 2 of the third child (each trains 2 x 8 batches), then resume: the finished
+    # children are kept, the third continues, the fourth starts; every number as in one go
+    resumed = interrupted_then_resumed(args, tmp_path / "resumed", batch=2 * 16 + 8 + 3)
+    assert_same_files(resumed, study, ("metrics.csv", "batches.csv", "points.csv"))
+    assert "resuming after epoch 1 of 2" in (resumed / "p01-seed0" / "log.txt").read_text()
 
 
 def test_keys_joined_by_commas_move_together():

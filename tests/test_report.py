@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from convexp.report import beyond_spread, fmt, spread
-from tests.helpers import invoke
+from convexp.verdicts import REFERENCE_FILE
+from tests.helpers import (
+    assert_same_files,
+    expected_verdict,
+    interrupted_then_resumed,
+    invoke,
+    mean_std,
+    stated,
+)
 
 pytestmark = pytest.mark.xdist_group("reproduce")  # one test process runs the study they all read
 
@@ -25,13 +38,18 @@ def test_spread_format_and_overlap_rule():
     assert fmt(spread([0.5])) == "0.5000 (1 seed)"
 
 
+def fast_study(varres_root: str) -> list[str]:
+    """The study every test here reads: reproduce --fast-dev-run on mnist-mini, on the CPU."""
+    return ["reproduce", "--fast-dev-run", "--set", f"mnist_root={os.environ['CONVEXP_DATA']}/mnist-mini",
+            "--set", "val_split=0.2", "--set", f"varres_root={varres_root}", "--device", "cpu"]
+
+
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     if not os.environ.get("CONVEXP_DATA"):
         pytest.skip("real-data test: set CONVEXP_DATA to the folder holding mnist-mini (e.g. ../shared/data)")
     out = tmp_path_factory.mktemp("reproduce")
-    result = invoke("reproduce", "--fast-dev-run", "--set", f"mnist_root={os.environ['CONVEXP_DATA']}/mnist-mini",
-                     "--set", "val_split=0.2", "--set", "varres_root=build", "--device", "cpu", "--out", str(out), "-q")
+    result = invoke(*fast_study("build"), "--out", str(out), "-q")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     (run,) = out.iterdir()
     report = invoke("report", str(run))
@@ -115,10 +133,11 @@ def test_html_renders_in_headless_chromium(reproduced, tmp_path):
         pytest.skip("Chromium is not installed (Debian package `chromium`)")
     run, _ = reproduced
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                    f"--screenshot={shot}", "--window-size=1200,2400", (run / "report.html").as_uri()],
-                   capture_output=True, timeout=120)
+    rendered = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                               "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                               f"--screenshot={shot}", "--window-size=1200,2400", (run / "report.html").as_uri()],
+                              check=False, capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]  # a crash after the screenshot is still a failure
     assert shot.is_file() and shot.stat().st_size > 20_000  # a page with tables and figures, not a blank one
 
 
@@ -150,3 +169,133 @@ def test_an_unfinished_study_is_reported_as_unfinished(reproduced, tmp_path):
     assert report.returncode == 0, report.stderr
     assert f"WARNING: {copy} is interrupted, not completed" in (copy / "report.md").read_text()
     assert f"`convexp resume {copy}` completes it" in (copy / "report.md").read_text()
+
+
+# -- the headline table, recomputed from the step folders ------------------------------------------
+# Independent of convexp.report and convexp.verdicts: our numbers are read from each child's own
+# files (metrics.csv, summary.json, params.json), mean and std come from `statistics`, and the
+# verdict rule is written out again here, so a slip in either place shows as a differing row.
+
+
+def metrics(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def children(study: Path) -> list[Path]:
+    return sorted(p for p in study.iterdir() if (p / "summary.json").is_file())
+
+
+def pooled(run: Path, steps: str, pooling: str) -> list[float]:
+    """Test accuracy of every child of the `steps` studies that pools by `pooling` alone."""
+    return [summary(c)["test_accuracy"] for s in sorted(run.glob(steps)) for c in children(s)
+            if config(c)["model"]["pooling"] == [pooling]]
+
+
+def our_numbers(run: Path) -> dict[str, list[float]]:
+    """Per reference.yaml key, the seeds' numbers, from the files each step wrote."""
+    def steps(pattern: str) -> list[Path]:
+        return sorted(run.glob(pattern))
+
+    def final(step: Path, column: str) -> float:
+        return float(metrics(step)[-1][column])
+
+    return {
+        "Q7": [final(s, "val_accuracy") for s in steps("train-mnist-seed*")],
+        "Q8": [max(float(row["val_accuracy"]) for row in metrics(c))  # best epoch, of the batch-32 child only
+               for s in steps("sweep-batch-seed*") for c in children(s) if config(c)["train"]["batch_size"] == 32],
+        "Q9": [summary(s)["test_accuracy"] for s in steps("augment-*-seed*") if config(s)["augment"]["enabled"]],
+        "Q12": [final(s, "val_accuracy") for s in steps("varres-resize-seed*")],
+        "Q15": [m["parameters"] for s in steps("count-params") for m in json.loads((s / "params.json").read_text())["match"]
+                if m["channels"] == 81],
+        "Q16_max": pooled(run, "varres-pool-seed*", "max"),
+        "Q16_mean": pooled(run, "varres-pool-seed*", "mean"),
+        "Q17_resize": [summary(s)["test_accuracy"] for s in steps("final-resize-seed*")],
+        "Q17_pool": pooled(run, "final-pool-seed*", "max"),
+    }
+
+
+def beyond(a: list[float], b: list[float]) -> str:
+    if len(a) < 2 or len(b) < 2:
+        return "n/a (one seed)"
+    (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
+    return "yes" if abs(mean_a - mean_b) > std_a + std_b else "no"
+
+
+def line(*cells: str) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def comparison(title: str, name_a: str, a: list[float], name_b: str, b: list[float]) -> str:
+    return line(title, f"{name_a} {stated(a)}; {name_b} {stated(b)}", f"{statistics.fmean(a) - statistics.fmean(b):+.4f}",
+                beyond(a, b))
+
+
+def loss_claim(run: Path) -> str:
+    """Question 8's row: each batch size's per-sample validation loss at the final epoch, and its verdict."""
+    losses: dict[int, list[float]] = {}
+    for child in (c for s in sorted(run.glob("sweep-batch-seed*")) for c in children(s)):
+        losses.setdefault(config(child)["train"]["batch_size"], []).append(float(metrics(child)[-1]["val_loss"]))
+    sizes = sorted(losses)
+    pairs = list(itertools.pairwise(sizes))
+    falling = all(statistics.fmean(losses[a]) > statistics.fmean(losses[b]) for a, b in pairs)
+    verdict = ("does not survive per-sample averaging" if not falling else
+               "survives: lower per sample for every larger batch, beyond the seed spread"
+               if all(beyond(losses[a], losses[b]) == "yes" for a, b in pairs) else "same order, but within the seed spread")
+    return line("Q8: larger batches give a lower validation loss (per-sample mean, final epoch)",
+                "; ".join(f"batch {b}: {stated(losses[b])}" for b in sizes),
+                f"batch {', '.join(map(str, sizes))}: " + ", ".join(f"{statistics.fmean(losses[b]):.4f}" for b in sizes), verdict)
+
+
+@pytest.mark.slow
+def test_headline_rows_match_the_numbers_recomputed_from_the_step_folders(reproduced):
+    run, _ = reproduced
+    lines = (run / "report.md").read_text().splitlines()
+    references = yaml.safe_load(REFERENCE_FILE.read_text())
+    ours = our_numbers(run)
+    assert set(ours) == set(references)  # a number added to reference.yaml needs its recomputation here
+    for key, reference in references.items():
+        assert ours[key], key  # every question ran in the study
+        row = line(key, reference["claim"], f"{reference['value']:g} ± {reference['precision']:g}",
+                   stated(ours[key], 0 if reference["value"] >= 1 else 4),
+                   expected_verdict(reference["value"], reference["precision"], ours[key]))
+        assert row in lines, row  # number and verdict together, in the one row
+
+
+@pytest.mark.slow
+def test_comparison_rows_match_the_numbers_recomputed_from_the_step_folders(reproduced):
+    run, _ = reproduced
+    lines = (run / "report.md").read_text().splitlines()
+    ours = our_numbers(run)
+    best = pooled(run, "varres-best-seed*", "max")
+    expected = [
+        comparison("Q16: max pooling ahead of mean pooling (test)", "max", ours["Q16_max"], "mean", ours["Q16_mean"]),
+        comparison("Q17: pooling net ahead of resize-to-28 (test)", "pooling", ours["Q17_pool"], "resize", ours["Q17_resize"]),
+        comparison("Beyond: configs/varres-best.yaml ahead of the report's varres network (test, same budget)",
+                   "varres-best", best, "Q17 pooling", ours["Q17_pool"]),
+        loss_claim(run),
+    ]
+    for row in expected:
+        assert row in lines, row
+
+
+@pytest.mark.slow(seconds=40)
+def test_reproduce_interrupted_mid_step_then_resumed_trains_the_same_bytes(reproduced, tmp_path):
+    """Ctrl-C inside a step, then `convexp resume`: every step's metrics.csv and batches.csv as the
+    fixture's uninterrupted study wrote them."""
+    run, _ = reproduced
+    # The fixture's varres folder: the same images, without building them again.
+    args = fast_study(str(run / "mnist-varres"))
+    # Each child of a fast dev run trains 5 batches; count-params trains none. train-mnist is batches
+    # 1-5, sweep-batch's children (batch 16, 32, 64) 6-10, 11-15, 16-20: batch 13 stops the study in
+    # the middle of sweep-batch's batch-32 child, with a child done before it and one still to come.
+    resumed = interrupted_then_resumed(args, tmp_path, batch=13)
+    assert_same_files(resumed, run)

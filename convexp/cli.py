@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
 from typer import TyperException
 
+from convexp.errors import ConvexpError
 from convexp.memory import keep_freed_memory
 
 app = typer.Typer(
@@ -228,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Outside standalone mode typer turns Ctrl-C into a returned exit code (130).
         code = app(args=args, prog_name="convexp", standalone_mode=False)
-    except TyperException as exc:  # ConvexpError (bad input) and Typer's usage errors (unknown option, ...)
+    except ConvexpError as exc:  # bad input: what is wrong and how to fix it
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TyperException as exc:  # Typer's usage errors (unknown option, missing argument, ...)
         if debug:
             raise
         ctx = getattr(exc, "ctx", None)  # usage errors know their command: point at its --help

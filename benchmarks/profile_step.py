@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from convexp.experiments.bench import float32_products, training_step
+from convexp.benchmark import float32_products, training_step
 from convexp.models import MNISTConvNet, to_device
 
 

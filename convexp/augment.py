@@ -12,8 +12,8 @@ pixels with the background value (black), so values stay in the input's range.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -1,4 +1,5 @@
-"""The `convexp` command line: one short function per subcommand, no logic of its own.
+"""The `convexp` command line: a command per experiment, registered from its spec, and the
+commands that are not experiments (make-varres, sweep, report, runs, resume); no logic of its own.
 
 User errors (ConvexpError, bad options) print one line and exit 2; `--debug` anywhere on the
 command line shows the traceback instead. Ctrl-C and SIGTERM exit 130 after saving what is known.
@@ -6,6 +7,7 @@ command line shows the traceback instead. Ctrl-C and SIGTERM exit 130 after savi
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +16,9 @@ import typer
 from typer import TyperException
 
 from convexp.errors import ConvexpError
+from convexp.experiments import spec, specs
 from convexp.memory import keep_freed_memory
+from convexp.spec import Experiment, Flag
 
 app = typer.Typer(
     add_completion=False,
@@ -38,98 +42,66 @@ ExecutorOpt = Annotated[str, typer.Option(help="local (worker processes here) or
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else start a local instance).")]
 
 
-def options(config, set_, device, seed, out, name, quiet, jobs=None, threads=0, executor="local", ray_address=None):
-    """The options every experiment command shares, as lifecycle.RunOptions."""
-    from convexp.lifecycle import RunOptions
+def run_options(values: dict):
+    """The options every experiment command shares, as application.RunOptions."""
+    from convexp.application import RunOptions
 
-    return RunOptions(config, list(set_ or []), device, seed, out, name, quiet, jobs, threads, executor, ray_address)
-
-
-# One command per experiment: lifecycle.start loads the experiment module's typed `Config` from
-# configs/<command>.yaml and calls its `run(config, run, device, reporter)` inside lifecycle.open_run,
-# which owns the run folder and its status.
+    return RunOptions(values["config"], list(values["set_"] or []), values.get("device"), values.get("seed"),
+                      values["out"], values["name"], values["quiet"], values.get("jobs"), values.get("threads", 0),
+                      values.get("executor", "local"), values.get("ray_address"))
 
 
-@app.command("train-mnist")
-def train_mnist(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
-    """Train MNISTConvNet on MNIST (report question 7): curves, test accuracy, model."""
-    from convexp.experiments import train_mnist as experiment
-    from convexp.lifecycle import start
-
-    start(experiment, options(config, set_, device, seed, out, name, quiet))
+def flag_parameter(flag: Flag) -> inspect.Parameter:
+    """An experiment's own flag (count-params --match, reproduce --fast-dev-run) as a Typer option."""
+    option = typer.Option(flag.name, help=flag.help)
+    annotation = Annotated[bool, option] if flag.type is bool else Annotated[Optional[flag.type], option]
+    return parameter(flag.name.lstrip("-").replace("-", "_"), annotation, False if flag.type is bool else None)
 
 
-@app.command("sweep-batch")
-def sweep_batch(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None,
-                threads: ThreadsOpt = 0, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None) -> None:
-    """Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves."""
-    from convexp.experiments import sweep_batch as experiment
-    from convexp.lifecycle import start
-
-    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads, executor, ray_address))
+def given(flag: Flag, value) -> bool:
+    """A switch counts when on; an option with a value when typed (0 is a value, and checked)."""
+    return value is True if flag.type is bool else value is not None
 
 
-@app.command("augment")
-def augment(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-            out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
-    """Train with per-sample augmentations (question 9): train/val/test curves, preview grid."""
-    from convexp.experiments import augment as experiment
-    from convexp.lifecycle import start
-
-    start(experiment, options(config, set_, device, seed, out, name, quiet))
+def parameter(name: str, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@app.command("varres-resize")
-def varres_resize(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                  out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
-    """mnist-varres resized to 28x28 into MNISTConvNet (questions 12, 13, 17)."""
-    from convexp.experiments import varres_resize as experiment
-    from convexp.lifecycle import start
+def experiment_command(experiment: Experiment):
+    """The command of one experiment, from its spec: --config and --set, --device and --seed where
+    the spec takes them, its own flags, --out, --name and --quiet, and a study's --jobs,
+    --threads, --executor and --ray-address. It starts the experiment (application.start), its
+    flags laid over the loaded config as `{key: value}` changes."""
+    parameters = [parameter("config", ConfigOpt, None), parameter("set_", SetOpt, None)]
+    if experiment.device_option:
+        parameters.append(parameter("device", DeviceOpt, None))
+    if experiment.seed_option:
+        parameters.append(parameter("seed", SeedOpt, None))
+    flags = {flag_parameter(flag).name: flag for flag in experiment.flags}
+    parameters += [flag_parameter(flag) for flag in experiment.flags]
+    parameters += [parameter("out", OutOpt, Path("runs")), parameter("name", NameOpt, None), parameter("quiet", QuietOpt, False)]
+    if experiment.study:
+        parameters += [parameter("jobs", JobsOpt, None), parameter("threads", ThreadsOpt, 0),
+                       parameter("executor", ExecutorOpt, "local"), parameter("ray_address", RayAddressOpt, None)]
 
-    start(experiment, options(config, set_, device, seed, out, name, quiet))
+    def command(**values) -> None:
+        from convexp.application import start
+
+        changes = {flag.key: values[name] for name, flag in flags.items() if given(flag, values[name])}
+        start(experiment, run_options(values), changes)
+
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = experiment.help
+    command.__name__ = experiment.name.replace("-", "_")
+    return command
 
 
-@app.command("varres-pool")
-def varres_pool(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-                out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None,
-                threads: ThreadsOpt = 0, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None) -> None:
-    """Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17)."""
-    from convexp.experiments import varres_pool as experiment
-    from convexp.lifecycle import start
-
-    start(experiment, options(config, set_, device, seed, out, name, quiet, jobs, threads, executor, ray_address))
-
-
-@app.command("bench")
-def bench(config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
-          out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False) -> None:
-    """Time hand-written vs native conv (layers, training step, GFLOP/s) and the training loop."""
-    from convexp.experiments import bench as experiment
-    from convexp.lifecycle import start
-
-    start(experiment, options(config, set_, device, seed, out, name, quiet))
-
-
-@app.command("count-params")
-def count_params(
-    config: ConfigOpt = None, set_: SetOpt = None,
-    channels: Annotated[Optional[int], typer.Option(help="N of the variable-input net.")] = None,
-    match: Annotated[bool, typer.Option("--match", help="Find the N closest to MNISTConvNet's parameter count.")] = False,
-    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False,
-) -> None:
-    """Parameters and output shape per layer (questions 10, 15); --match searches N."""
-    import dataclasses
-
-    from convexp.experiments import count_params as experiment
-    from convexp.lifecycle import start
-
-    def with_options(loaded):  # the options laid over the config as values
-        changes = ({"channels": channels} if channels is not None else {}) | ({"match": True} if match else {})
-        return dataclasses.replace(loaded, **changes)
-
-    start(experiment, options(config, set_, None, None, out, name, quiet), with_options)
+# One command per experiment, registered from its spec (convexp/experiments/<x>.py: SPEC), in
+# the order of experiments.NAMES; the commands that are not experiments are written below.
+for _experiment in specs():
+    if _experiment.command:
+        app.command(_experiment.name)(experiment_command(_experiment))
 
 
 @app.command("make-varres")
@@ -147,26 +119,6 @@ def make_varres(
 
 
 @app.command()
-def reproduce(
-    config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None,
-    fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One seed; each run trains one epoch of 5 batches and evaluates 5 batches: a pipeline check.")] = False,
-    out: OutOpt = Path("runs"), name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
-    executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
-) -> None:
-    """Run the whole study (every experiment, several seeds) into one parent run folder."""
-    import dataclasses
-
-    from convexp.experiments import reproduce as experiment
-    from convexp.lifecycle import start
-
-    def with_options(loaded):
-        return dataclasses.replace(loaded, fast_dev_run=True) if fast_dev_run else loaded
-
-    start(experiment, options(config, set_, device, None, out, name, quiet, jobs, threads, executor, ray_address),
-          with_options)
-
-
-@app.command()
 def sweep(
     experiment: Annotated[str, typer.Argument(help="The experiment to sweep: train-mnist, augment, varres-resize or varres-pool.")],
     grid: Annotated[Optional[list[str]], typer.Option(help="KEY=\\[v1, v2]: a config key and its values (repeatable; the grid is their product). Keys that move together: KEY1,KEY2=\\[\\[a1, b1], \\[a2, b2]].")] = None,
@@ -178,12 +130,11 @@ def sweep(
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
 ) -> None:
     """Any config keys of one experiment over a grid, seeds per point; chosen on validation, then only the best point is tested."""
-    from convexp.experiments import sweep as sweep_experiment
-    from convexp.lifecycle import launch
+    from convexp.application import launch
     from convexp.sweep_options import sweep_config
 
-    run_options = options(config, set_, device, None, out, name, quiet, jobs, threads, executor, ray_address)
-    launch(sweep_experiment, sweep_config(experiment, grid or [], random, seeds, select, run_options), run_options)
+    options = run_options(locals())
+    launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options), options)
 
 
 @app.command()
@@ -215,7 +166,7 @@ def resume(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Continue an interrupted run from its last completed epoch (a study: its unfinished children)."""
-    from convexp.lifecycle import resume as resume_run
+    from convexp.application import resume as resume_run
 
     resume_run(run_dir, quiet, jobs, threads, executor, ray_address)
 

@@ -97,6 +97,11 @@ class MnistData:
         if not self.val_split > 0:
             raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
 
+    def with_root(self) -> MnistData:
+        from convexp.data_roots import resolve_root
+
+        return dataclasses.replace(self, root=resolve_root(self.root, "mnist"))
+
 
 @dataclass
 class VarresData:
@@ -115,6 +120,11 @@ class VarresData:
             raise Invalid("val_fraction", f"{{key}} must be between 0 and 1; got {self.val_fraction}")
         if min(self.resolutions) < 8:  # (empty lists were refused just above)
             raise Invalid("resolutions", f"{{key}} must list sizes of at least 8 px (three 2x2 pools); got {self.resolutions}")
+
+    def with_root(self) -> VarresData:
+        from convexp.data_roots import resolve_root
+
+        return dataclasses.replace(self, root=resolve_root(self.root, "mnist-varres"))
 
 
 @dataclass
@@ -217,243 +227,23 @@ class VarresModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# One top-level config per subcommand.
+# What every run's config has. Each experiment's own config (experiments/<x>.py) builds on it.
 
 
 @dataclass
-class TrainMnistConfig:
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: MnistData = field(default_factory=MnistData)
-    model: Model = field(default_factory=Model)
-    train: Train = field(default_factory=Train)
-
-    def __post_init__(self):
-        require_seed("seed", self.seed)
-
-
-@dataclass
-class SweepBatchConfig(TrainMnistConfig):
-    sweep: Sweep = field(default_factory=Sweep)
-
-
-@dataclass
-class AugmentConfig(TrainMnistConfig):
-    augment: Augment = field(default_factory=Augment)
-
-
-@dataclass
-class VarresResizeConfig:
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: VarresData = field(default_factory=VarresData)
-    model: Model = field(default_factory=Model)
-    train: Train = field(default_factory=Train)
-
-    def __post_init__(self):
-        require_seed("seed", self.seed)
-
-
-@dataclass
-class VarresPoolConfig:
-    seed: int = 0  # unused: each child run takes its seed from `seeds`
-    seeds: list[int] = field(default_factory=lambda: [0])
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: VarresData = field(default_factory=VarresData)
-    model: VarresModel = field(default_factory=VarresModel)
-    train: Train = field(default_factory=Train)
-    # Training augmentation, off by default (the report's runs had none); configs/varres-best.yaml
-    # turns it on. Same transforms as `convexp augment`, drawn per image at its own resolution;
-    # plots/augmentations.png previews them on 64 px canvases.
-    augment: Augment = field(default_factory=lambda: Augment(enabled=False))
-
-    def __post_init__(self):
-        require_seed("seed", self.seed)
-        require_seeds("seeds", self.seeds)
-        smallest = 2 ** (len(self.model.widths) + 1)  # every block halves the size once
-        if min(self.data.resolutions) < smallest:
-            raise Invalid("data.resolutions", f"{{key}} must be at least {smallest} px for the {len(self.model.widths) + 1} "
-                                              f"pooled blocks of model.widths={self.model.widths}; got {self.data.resolutions}")
-
-
-@dataclass
-class ConvExample:
-    """One convolution whose output size is worked out by the formula (question 10)."""
-
-    in_channels: int = 3
-    out_channels: int = 16
-    kernel_size: list[int] = field(default_factory=lambda: [5, 5])
-    stride: int = 2
-    padding: int = 1
-    dilation: int = 1
-    height: int = 768
-    width: int = 1024
-
-    def __post_init__(self):
-        for key in ("stride", "dilation"):
-            if getattr(self, key) < 1:
-                raise Invalid(key, f"{{key}} must be at least 1; got {getattr(self, key)}")
-        if len(self.kernel_size) != 2 or min(self.kernel_size) < 1:
-            raise Invalid("kernel_size", f"{{key}} must be [height, width] >= 1; got {self.kernel_size}")
-
-
-@dataclass
-class CountParamsConfig:
-    seed: int = 0  # unused; kept so every config has one
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    conv: Literal["native", "unfold", "unfold-reference"] = "native"
-    channels: int = 81  # N of the variable-input net
-    pooling: Literal["max", "mean"] = "max"
-    widths: list[int] = field(default_factory=lambda: [16, 32])  # its blocks before the last (see VarresModel)
-    norm: Literal["none", "batch", "layer"] = "none"
-    input_sizes: list[int] = field(default_factory=lambda: [28, 32, 48, 64])
-    match: bool = False  # search N whose parameter count is closest to MNISTConvNet's
-    match_max_channels: int = 512
-    conv_examples: list[ConvExample] = field(default_factory=list)
-
-    def __post_init__(self):
-        require_seed("seed", self.seed)
-        require_channels("channels", self.channels)
-        require_items("input_sizes", self.input_sizes, "size, e.g. [28, 32]")
-        require_positive_items("input_sizes", self.input_sizes)
-        require_channels("match_max_channels", self.match_max_channels)
-        require_widths("widths", self.widths)
-
-
-@dataclass
-class BenchConfig:
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    convs: list[Literal["native", "unfold", "unfold-reference"]] = field(default_factory=lambda: ["native", "unfold"])
-    batch_sizes: list[int] = field(default_factory=lambda: [16, 64, 256])
-    threads: list[int] = field(default_factory=lambda: [1, 2])
-    min_run_time: float = 0.5  # seconds each timing runs for (torch.utils.benchmark)
-    rounds: int = 3  # native and hand-written alternate this many times; the fastest median counts
-    loop_digits: int = 6400  # epoch of the training loop vs a bare loop, on random digits
-    loop_batch_size: int = 16
-    loop_repeats: int = 3
-    # CUDA only: let cuDNN and cuBLAS round float32 products to TF32. Off by default, so native
-    # and hand-written convs do the same float32 arithmetic (cuDNN would use TF32, cuBLAS not).
-    tf32: bool = False
-    # CUDA only: time each item as a captured CUDA graph, replayed: the GPU's own time for the
-    # kernels, without the Python and launch cost that dominates small layers in eager mode.
-    cuda_graphs: bool = False
-
-    def __post_init__(self):
-        for key in ("convs", "batch_sizes", "threads"):
-            require_items(key, getattr(self, key), "value")
-        require_positive_items("batch_sizes", self.batch_sizes)
-        require_positive_items("threads", self.threads)
-        for key in ("min_run_time", "rounds", "loop_digits", "loop_batch_size", "loop_repeats"):
-            require_positive(key, getattr(self, key))
-        require_seed("seed", self.seed)
-        if self.min_run_time > 60:  # each of a few dozen timings runs this long
-            raise Invalid("min_run_time", f"config key '{{key}}' is {self.min_run_time} s per timing: the bench would run "
-                          "for hours; use at most 60 (0.5 is plenty)")
-
-
-@dataclass
-class FinalComparison:
-    """Question 17: both varres networks trained longer, at the report's tuned learning rate."""
-
-    epochs: int = 15
-    lr: float = 0.0009
-
-    def __post_init__(self):
-        require_positive("epochs", self.epochs)
-        require_positive("lr", self.lr)
-
-
-@dataclass
-class ReproduceConfig:
-    seed: int = 0  # unused: the steps take their seeds from `seeds`
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    mnist_root: str = "auto"  # see convexp/data_roots.py
-    val_split: float = 10000  # MNIST validation digits (the report's 50,000 / 10,000); 0.2 on mnist-mini
-    download: bool = True
-    # The course's mnist-varres; `build`: make one from mnist_root (seeded by varres_seed).
-    varres_root: str = "auto"
-    varres_seed: int = 0
-    conv: Literal["native", "unfold", "unfold-reference"] = "native"
-    final: FinalComparison = field(default_factory=FinalComparison)
-    configs_dir: str = "configs"  # each step starts from its own configs/<command>.yaml
-    fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
-    # Beyond the report: also train configs_dir/varres-best.yaml once per seed, the network that
-    # `convexp sweep` found to beat the report's 98.89% within its parameter budget. Off unless
-    # asked (configs/reproduce.yaml asks), so a study begun before the key existed resumes as it was.
-    beyond: bool = False
-
-    def __post_init__(self):
-        require_seeds("seeds", self.seeds)
-        require_seed("varres_seed", self.varres_seed)
-        if not self.val_split > 0:
-            raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading.
-
-
-SWEEPABLE = ("train-mnist", "augment", "varres-resize", "varres-pool")
-SWEEP_METRICS = ("best_val_accuracy", "val_accuracy", "val_loss")  # chosen on validation only
-SWEEP_OWNED_KEYS = {  # set by the sweep itself for every run: sweeping them would mislabel the points
-    "seed": "the seeds of every point are --seeds",
-    "seeds": "the seeds of every point are --seeds",
-    "device": "one device runs the whole sweep: --device",
-    "train.test": "the sweep tests only the chosen point, after the choice",
-    "train.test_each_epoch": "the sweep tests only the chosen point, after the choice",
-}
-
-
-def grid_keys(key: str) -> list[str]:
-    """The config keys a --grid key sets: 'train.lr' -> one; 'model.widths,model.channels' -> two,
-    which take their values together, from one list per point."""
-    return [part.strip() for part in key.split(",")]
-
-
-@dataclass
-class SweepConfig:
-    """`convexp sweep`: a grid over any keys of one experiment's config, each point trained once
-    per seed; the point is chosen on validation, and only the chosen point is tested."""
-
-    experiment: Literal["train-mnist", "augment", "varres-resize", "varres-pool"] = "varres-pool"
-    base: dict[str, Any] = field(default_factory=dict)  # the experiment's own config (file + --set), complete
-    grid: dict[str, Any] = field(default_factory=dict)  # config key -> the values it takes
-    random: int = 0  # 0: every point of the grid; N: N of its points, drawn with `seed`
-    seeds: list[int] = field(default_factory=lambda: [0])
-    select: Literal["best_val_accuracy", "val_accuracy", "val_loss"] = "best_val_accuracy"
-    seed: int = 0
+class RunConfig:
+    seed: int = 0  # of everything random in the run: initial weights, batch order, augmentations
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self):
         require_seed("seed", self.seed)
-        require_seeds("seeds", self.seeds)
-        if not self.grid:
-            raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005]")
-        for key, values in self.grid.items():
-            together = grid_keys(key)
-            if any(not part for part in together):
-                raise Invalid("grid", f"--grid {key}: an empty key; join keys that move together with commas, "
-                                      "e.g. model.widths,model.channels=[[[16, 32], 80], [[16, 32, 32], 49]]")
-            for part in together:
-                if part in SWEEP_OWNED_KEYS:
-                    raise Invalid("grid", f"--grid {part}: {SWEEP_OWNED_KEYS[part]}")
-            if not isinstance(values, list) or not values:
-                raise Invalid("grid", f"--grid {key} needs a non-empty list of values in brackets, e.g. {key}=[1, 2]; "
-                                      f"got {values!r}")
-            if len(together) > 1 and any(not isinstance(v, list) or len(v) != len(together) for v in values):
-                raise Invalid("grid", f"--grid {key} moves {len(together)} keys together: each value must list "
-                                      f"{len(together)} values in that order, e.g. [[a1, b1], [a2, b2]]; got {values!r}")
-            repeated = [v for i, v in enumerate(values) if v in values[:i]]
-            if repeated:
-                raise Invalid("grid", f"--grid {key} lists {repeated[0]!r} more than once: each point would run twice")
-        every = [part for key in self.grid for part in grid_keys(key)]
-        twice = [part for i, part in enumerate(every) if part in every[:i]]
-        if twice:
-            raise Invalid("grid", f"--grid sets {twice[0]} in two places: give each key once")
-        if self.random < 0:
-            raise Invalid("random", f"--random must be 0 (the whole grid) or a number of points; got {self.random}")
+
+    def with_data_roots(self) -> RunConfig:
+        """This config with an `auto` data root replaced by the folder it stands for (data_roots.py)."""
+        data = getattr(self, "data", None)
+        if isinstance(data, (MnistData, VarresData)):
+            return dataclasses.replace(self, data=data.with_root())
+        return self
 
 
 def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
@@ -463,26 +253,18 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -
         raw = read_yaml_mapping(Path(path))
     for override in overrides:
         apply_override(raw, override)
-    return resolve_data_roots(from_dict(cls, raw, prefix=""))
+    config = from_dict(cls, raw, prefix="")
+    return config.with_data_roots() if isinstance(config, RunConfig) else config
 
 
-def resolve_data_roots(config: Any) -> Any:
-    """The config with every `auto` data root replaced by the folder it stands for."""
-    from convexp.data_roots import resolve_root
-
-    data = getattr(config, "data", None)
-    if isinstance(data, MnistData):
-        config = dataclasses.replace(config, data=dataclasses.replace(data, root=resolve_root(data.root, "mnist")))
-    if isinstance(data, VarresData):
-        config = dataclasses.replace(config, data=dataclasses.replace(data, root=resolve_root(data.root, "mnist-varres")))
-    if isinstance(config, ReproduceConfig):
-        varres_root = config.varres_root
-        if varres_root != "build":
-            varres_root = resolve_root(varres_root, "mnist-varres")
-            if config.varres_root == "auto" and not (Path(varres_root) / "train").is_dir():
-                varres_root = "build"  # no mnist-varres anywhere: build one from mnist_root
-        config = dataclasses.replace(config, mnist_root=resolve_root(config.mnist_root, "mnist"), varres_root=varres_root)
-    return config
+def derive(config: Any, changes: dict[str, Any]) -> Any:
+    """`config` with `{"key.path": value}` changes, checked as the loader checks a file: an
+    unknown key or a wrong value is the usual one-line error, naming the full key. The one way
+    convexp makes a variant of a config (--set, sweep points, reproduce's steps, --fast-dev-run)."""
+    raw = to_dict(config)
+    for key, value in changes.items():
+        set_key(raw, key, value)
+    return from_dict(type(config), raw, prefix="")
 
 
 class DuplicateKey(Exception):

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 if TYPE_CHECKING:
     from convexp.runs import RunFolder
@@ -27,7 +34,6 @@ class Reporter:
             self.console.width = 120  # logs and pipes: room for a whole table row
         self.live_bars = self.console.is_terminal and not quiet and sys.stdout.isatty()
         self.logs: list[RunFolder] = []
-        self.study = None  # a StudyProgress while `reproduce` runs: epoch lines then say where the study stands
 
     def line(self, text: str) -> None:
         shown = text if text.startswith(self.prefix) else self.prefix + text

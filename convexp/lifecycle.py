@@ -9,60 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import os
 import re
 import signal
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from convexp import interrupts
-from convexp.config import dump_yaml, load_config
+from convexp.config import dump_yaml
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull
-from convexp.executor import SEQUENTIAL, Execution, auto_jobs, usable_cores
 from convexp.runs import RunFolder, environment, now, run_lock
+from convexp.spec import Experiment
 from convexp.train import CHECKPOINT
-
-
-@dataclass
-class RunOptions:
-    """What every experiment command takes besides its config's keys."""
-
-    config_path: Path | None = None
-    overrides: list[str] = field(default_factory=list)
-    device: str | None = None
-    seed: int | None = None
-    out: Path = Path("runs")
-    name: str | None = None
-    quiet: bool = False
-    jobs: str | None = None  # studies: children at once, or "auto" (None: 1 here, Ray's choice on Ray)
-    threads: int = 0  # studies: CPU threads per child (0: the cores divided among the jobs)
-    executor: str = "local"  # studies: "local" or "ray"
-    ray_address: str | None = None
-
-
-def experiment_module(command: str) -> ModuleType:
-    """convexp/experiments/<command>.py: its `Config` class and `run(config, run, device, reporter)`."""
-    return importlib.import_module(f"convexp.experiments.{command.replace('-', '_')}")
-
-
-def command_name(experiment: ModuleType) -> str:
-    """convexp.experiments.train_mnist -> train-mnist"""
-    return experiment.__name__.rsplit(".", 1)[1].replace("_", "-")
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConvexpError("--device cuda was asked for but no CUDA GPU is available: use --device cpu or auto")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def configure_device(device: torch.device, deterministic: bool) -> None:
@@ -73,99 +35,13 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
             torch.backends.cudnn.benchmark = False
 
 
-def load_experiment_config(command: str, config_class: type, options: RunOptions):
-    path = options.config_path
-    if path is None:
-        path = Path("configs") / f"{command}.yaml"
-        if not path.is_file():  # never fall back to built-in defaults without a word
-            raise ConvexpError(f"{path} not found: run convexp from the project folder (it holds configs/), "
-                               "or pass --config FILE")
-    overrides = list(options.overrides)
-    if options.device is not None:
-        overrides.append(f"device={options.device}")
-    if options.seed is not None:
-        overrides.append(f"seed={options.seed}")
-    return load_config(config_class, path, overrides)
-
-
-def execution_of(jobs: str | None, threads: int, device: torch.device, executor: str = "local",
-                 ray_address: str | None = None) -> Execution:
-    """--jobs N | auto, --threads T, --executor local | ray and --ray-address, checked: one line for a bad value."""
-    if executor not in ("local", "ray"):
-        raise ConvexpError(f"--executor {executor!r} must be local (worker processes here) or ray (Ray tasks)")
-    if ray_address and executor != "ray":
-        raise ConvexpError("--ray-address is for --executor ray: add it, or drop the address")
-    if executor == "ray":
-        from convexp.ray_executor import import_ray
-
-        import_ray()  # missing: say so now, before any data is read
-    if jobs is None:
-        count = 0 if executor == "ray" else 1  # on Ray: as many at once as its resources allow
-    elif jobs == "auto":
-        count = auto_jobs(device.type)
-    elif jobs.isdigit() and int(jobs) >= 1:
-        count = int(jobs)
-    else:
-        raise ConvexpError(f"--jobs {jobs!r} must be a whole number of at least 1, or auto")
-    if threads < 0:
-        raise ConvexpError(f"--threads {threads} must be 1 or more (0: the cores divided among the jobs)")
-    cores = usable_cores()
-    if executor == "local" and threads > cores:
-        raise ConvexpError(f"--threads {threads} is more than the {cores} core(s) this process may use: "
-                           f"use at most {cores} (the cores are shared by the --jobs)")
-    execution = Execution(jobs=count, threads=threads, executor=executor, ray_address=ray_address)
-    busy = count * execution.threads_per_child()
-    if executor == "local" and device.type == "cpu" and busy > cores:  # 2 processes x 2 threads on 2 cores: up to 10x slower
-        raise ConvexpError(f"--jobs {count} x {execution.threads_per_child()} thread(s) each needs {busy} cores, more than "
-                           f"the {cores} here, and oversubscribed PyTorch runs many times slower: use --jobs "
-                           f"{max(1, cores // execution.threads_per_child())} or --jobs auto")
-    return execution
-
-
-def start(experiment: ModuleType, options: RunOptions, adjust: Callable | None = None) -> RunFolder:
-    """Load and check the experiment's config (then `adjust` it: options composed as values),
-    create the run folder, and call the experiment's run() in it."""
-    config = load_experiment_config(command_name(experiment), experiment.Config, options)
-    return launch(experiment, adjust(config) if adjust is not None else config, options)
-
-
-def launch(experiment: ModuleType, config, options: RunOptions) -> RunFolder:
-    """A new run folder for a checked config, and the experiment's run() in it."""
-    device = resolve_device(config.device)
-    execution = execution_of(options.jobs, options.threads, device, options.executor, options.ray_address)
-    run = RunFolder.create(options.out, command_name(experiment), options.name)
-    run_experiment(experiment, config, run, device, Reporter(quiet=options.quiet), execution, name=options.name)
-    return run
-
-
-def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads: int = 0, executor: str = "local",
-           ray_address: str | None = None) -> RunFolder:
-    run = RunFolder(run_dir)
-    summary = run.read_summary() if run.path.is_dir() else {}
-    if summary.get("child_of"):
-        parent = run.path.parent
-        raise ConvexpError(f"{run_dir} is one run of the study {parent}: resume the study, `convexp resume {parent}`")
-    command = summary.get("command")
-    if not command or not (run.path / "config.yaml").is_file():
-        raise ConvexpError(f"{run_dir} is not a convexp run folder (no summary.json and config.yaml): pass a folder under runs/")
-    if summary.get("status") == "completed":
-        raise ConvexpError(f"{run_dir} already completed: nothing to resume; start a new run instead")
-    experiment = experiment_module(command)
-    config = load_config(experiment.Config, run.path / "config.yaml")
-    device = resolve_device(config.device)
-    execution = execution_of(jobs, threads, device, executor, ray_address)
-    reporter = Reporter(quiet=quiet)
-    reporter.line(f"resuming {command} in {run.path}")
-    run_experiment(experiment, config, run, device, reporter, execution)
-    return run
-
-
-def run_experiment(experiment: ModuleType, config, run: RunFolder, device: torch.device, reporter: Reporter,
-                   execution: Execution = SEQUENTIAL, **open_options) -> None:
+def run_experiment(experiment: Experiment, config, run: RunFolder, device: torch.device, reporter: Reporter,
+                   execution: Any = None, **open_options) -> None:
     """The experiment's run() inside the run's life manager; what it returns joins summary.json.
-    A study (its module says STUDY = True) gets `execution`: how to run its children."""
-    study = {"execution": execution} if getattr(experiment, "STUDY", False) else {}
-    with open_run(run, command_name(experiment), config, device, reporter, **open_options):
+    A study gets `execution` (convexp.execution.Execution: how to run its children; None: one
+    after another, here)."""
+    study = {"execution": execution} if experiment.study else {}
+    with open_run(run, experiment.name, config, device, reporter, **open_options):
         run.update_summary(**(experiment.run(config, run, device, reporter, **study) or {}))
 
 

@@ -5,29 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from convexp.errors import ConvexpError
+from convexp.experiments import NAMES, spec
 from convexp.runs import is_alive, read_summary
 
 
 def key_metric(summary: dict) -> str:
-    command = summary.get("command")
+    """A run's key number: its test accuracy, else what its experiment's spec picks, else its error."""
     if "test_accuracy" in summary:
         return f"test acc {summary['test_accuracy']:.4f}"
-    results = summary.get("results") or {}
-    if command == "sweep-batch" and results:
-        best = max(((b, e["best_val_accuracy"]["mean"]) for b, e in results.items() if "best_val_accuracy" in e),
-                   key=lambda pair: pair[1], default=None)
-        return f"best val acc {best[1]:.4f} (batch {best[0]})" if best else "-"
-    if command == "varres-pool" and results:
-        return ", ".join(f"{p} {e['test_accuracy']['mean']:.4f}" for p, e in results.items())
-    if command == "count-params" and "parameters" in summary:
-        return ", ".join(f"{k}: {v:,}" for k, v in summary["parameters"].items())
-    if command == "bench" and "loop_ratio" in summary:
-        return f"loop {summary['loop_ratio']:.3f}x bare"
-    if command == "sweep" and summary.get("best"):
-        best = summary["best"]
-        return f"{best['point']}: {summary['select']} {best[summary['select']]:.4f}, test {best['test_accuracy']['mean']:.4f}"
-    if command == "reproduce" and "steps" in summary:
-        return f"{len(summary['steps'])} steps" + (" (fast dev run)" if summary.get("fast_dev_run") else "")
+    picked = None
+    if summary.get("command") in NAMES:
+        key_metric = spec(summary["command"]).key_metric
+        picked = key_metric(summary) if key_metric is not None else None
+    if picked:
+        return picked
     return summary.get("error", "-")[:60] if summary.get("status") == "failed" else "-"
 
 

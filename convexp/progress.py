@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from convexp.callbacks import Callback, EpochEnd
+
 
 def conv_net_macs(last_channels: int, size: int, widths: tuple[int, ...] = (16, 32)) -> int:
     """Multiply-adds of the 3x3 conv blocks (1 -> widths... -> last) on one size x size image;
@@ -29,7 +31,10 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-class StudyProgress:
+class StudyProgress(Callback):
+    """Where a whole study stands, in work done and time left: on the study's own lines, and on
+    the line of every epoch its steps train in this process (a watcher of the training loop)."""
+
     def __init__(self, work: dict[str, float], epochs: dict[str, int]):
         """work[step]: planned cost in any unit; epochs[step]: epochs of all its children together."""
         self.work, self.epochs = work, epochs
@@ -47,8 +52,11 @@ class StudyProgress:
         self.step = step
         self.step_done[step] = 0.0
 
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        event.notes.append(self.epoch_finished())
+
     def epoch_finished(self) -> str:
-        """Called after every training epoch of the current step; returns the study's standing."""
+        """Counts one more training epoch of the current step; returns the study's standing."""
         if self.step is not None:
             share = self.work[self.step] / max(1, self.epochs[self.step])
             share = min(share, self.work[self.step] - self.step_done[self.step])  # a resumed child may overrun

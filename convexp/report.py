@@ -19,13 +19,11 @@ from pathlib import Path
 import yaml
 
 from convexp.errors import ConvexpError
+from convexp.experiments import NAMES, spec
 from convexp.runs import read_summary
+from convexp.spec import POOLING, RESIZE, Experiment
 from convexp.stats import Spread
 from convexp.verdicts import compare, load_reference, pool_children
-
-# Runs made outside `reproduce` carry no question; their command says which they answer.
-QUESTION_OF_COMMAND = {"count-params": "Q15", "train-mnist": "Q7", "sweep-batch": "Q8", "augment": "Q9",
-                       "varres-resize": "Q12", "varres-pool": "Q16", "bench": "bench"}
 
 
 @dataclass
@@ -39,8 +37,22 @@ class RunInfo:
         return self.summary.get("command", "")
 
     @property
+    def experiment(self) -> Experiment | None:
+        """What its command's spec declares (None for a command this convexp does not know)."""
+        return spec(self.command) if self.command in NAMES else None
+
+    @property
     def question(self) -> str:
-        return self.summary.get("question") or QUESTION_OF_COMMAND.get(self.command, self.command)
+        """The study's word for it (a reproduce step), else the first question its experiment answers."""
+        return self.summary.get("question") or (self.experiment.question if self.experiment else self.command)
+
+    @property
+    def network(self) -> str:
+        return self.experiment.network if self.experiment else ""
+
+    @property
+    def holds_steps(self) -> bool:
+        return bool(self.experiment and self.experiment.holds_steps)
 
     @property
     def completed(self) -> bool:
@@ -70,7 +82,7 @@ def collect(run_dirs: list[Path]) -> list[RunInfo]:
     runs = []
     for run_dir in run_dirs:
         info = read_run(run_dir)
-        if info.command == "reproduce":
+        if info.holds_steps:
             runs += [read_run(p) for p in sorted(run_dir.iterdir()) if (p / "summary.json").is_file()]
         else:
             runs.append(info)
@@ -149,8 +161,8 @@ def headline_section(questions: dict[str, list[RunInfo]], warnings: list[str] = 
         comparisons.append(["Q16: max pooling ahead of mean pooling (test)", f"max {fmt(max16)}; mean {fmt(mean16)}",
                             f"{max16.mean - mean16.mean:+.4f}", beyond_spread(max16, mean16)])
     q17 = questions.get("Q17", [])
-    resize17 = spread([test_accuracy(r) for r in q17 if r.command == "varres-resize"])
-    pool17 = spread([test_accuracy(c) for c in pool_children([r for r in q17 if r.command == "varres-pool"], "max")])
+    resize17 = spread([test_accuracy(r) for r in q17 if r.network == RESIZE])
+    pool17 = spread([test_accuracy(c) for c in pool_children([r for r in q17 if r.network == POOLING], "max")])
     if resize17 and pool17:
         comparisons.append(["Q17: pooling net ahead of resize-to-28 (test)", f"pooling {fmt(pool17)}; resize {fmt(resize17)}",
                             f"{pool17.mean - resize17.mean:+.4f}", beyond_spread(pool17, resize17)])
@@ -373,8 +385,8 @@ def q16_section(studies: list[RunInfo]) -> Section | None:
 
 
 def q17_section(done: list[RunInfo]) -> Section | None:
-    resize = [r for r in done if r.command == "varres-resize"]
-    pool = [c for r in done if r.command == "varres-pool" for c in r.children()]
+    resize = [r for r in done if r.network == RESIZE]
+    pool = [c for r in done if r.network == POOLING for c in r.children()]
     if not resize and not pool:
         return None
     rows = ([per_resolution_rows("resize to 28 (MNISTConvNet)", resize)] if resize else []) + (
@@ -413,7 +425,7 @@ def beyond_section(done: list[RunInfo], q17: list[RunInfo]) -> Section | None:
         f"({record['sweep']['where']}; chosen by {record['sweep']['select']}). Chosen: {record['sweep']['chosen']}",
         "What each lever gave: " + record["levers"],
     ]
-    q17_pool = pool_children([r for r in q17 if r.command == "varres-pool"], "max")
+    q17_pool = pool_children([r for r in q17 if r.network == POOLING], "max")
     rows = [per_resolution_rows("varres-best (this study)", best)]
     if q17_pool:
         rows.append(per_resolution_rows("the report's network and training (Q17, this study)", q17_pool))
@@ -439,7 +451,7 @@ def time_section(runs: list[RunInfo]) -> Section | None:
     """Seconds per step of every reproduce run given (summary.json's step_seconds)."""
     rows, total = [], 0.0
     for run in runs:
-        if run.command != "reproduce":
+        if not run.holds_steps:
             continue
         questions = run.summary.get("questions", {})
         for step, seconds in (run.summary.get("step_seconds") or {}).items():
@@ -455,7 +467,9 @@ def time_section(runs: list[RunInfo]) -> Section | None:
 def bench_section(done: list[RunInfo]) -> Section | None:
     if not done or not (done[0].path / "bench.json").is_file():
         return None
-    from convexp.experiments.bench import STEP_FLOOR  # here, so reports without a bench never import it
+    from convexp.benchmark import (
+        STEP_FLOOR,  # here, so reports without a bench never import it
+    )
 
     data = json.loads((done[0].path / "bench.json").read_text())
     rows = [[str(r["threads"]), str(r["batch_size"]), r["conv"], r["what"], f"{r['ms']:.2f}", f"{r.get('ratio', 1):.2f}x"]
@@ -532,11 +546,10 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
         raise ConvexpError(f"--out {out} is a file: pass a folder for report.html and report.md")
     given = {run_dir: read_run(run_dir) for run_dir in run_dirs}  # each summary.json read once
     for run_dir, info in given.items():
-        if info.command == "sweep":
-            raise ConvexpError(f"{run_dir} is a sweep: its ranking is in points.csv and summary.json, the chosen "
-                               "config in best.yaml; `convexp report` sets the study's runs beside the seed report")
+        if info.experiment and info.experiment.not_reported:
+            raise ConvexpError(f"{run_dir} {info.experiment.not_reported}")
     runs = collect(run_dirs)
-    runs += [info for info in given.values() if info.command == "reproduce"]  # their step times
+    runs += [info for info in given.values() if info.holds_steps]  # their step times
     if not any(r.summary.get("status") == "completed" for r in runs):
         raise ConvexpError("none of the runs given has completed: nothing to report; `convexp resume` a run "
                            "(see `convexp runs`) and report it when it has")

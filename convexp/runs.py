@@ -22,9 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from convexp.errors import ConvexpError
+
 
 class RunFolder:
     def __init__(self, path: Path):
@@ -83,6 +82,8 @@ class RunFolder:
         return self.write_text(relative, buffer.getvalue())
 
     def save_torch(self, relative: str, obj: Any) -> Path:
+        import torch  # here: what only reads run folders (convexp runs, report) never imports torch
+
         buffer = io.BytesIO()
         torch.save(obj, buffer)
         return self.write_bytes(relative, buffer.getvalue())
@@ -192,6 +193,8 @@ def write_atomic(target: Path, data: bytes) -> Path:
 
 def environment() -> dict[str, Any]:
     """What a reader needs to repeat a run: versions, machine, source commit."""
+    import torch
+
     return {
         "torch_version": torch.__version__,
         "torchvision_version": installed_version("torchvision"),

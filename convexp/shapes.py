@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from dataclasses import asdict, dataclass
 
 import torch.nn as nn

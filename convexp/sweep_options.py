@@ -3,17 +3,17 @@ file and --set) as the base, --grid, --random, --seeds and --select around it.""
 
 from __future__ import annotations
 
-from convexp.config import SWEEPABLE, SweepConfig, from_dict, parse_value, to_dict
+from convexp.config import from_dict, parse_value, to_dict
 from convexp.errors import ConvexpError
+from convexp.experiments.sweep import SweepConfig, check_points, require_sweepable
 
 
 def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options) -> SweepConfig:
-    from convexp.experiments.sweep import check_points
-    from convexp.lifecycle import experiment_module, load_experiment_config
+    from convexp.application import load_experiment_config
+    from convexp.experiments import spec
 
-    if experiment not in SWEEPABLE:
-        raise ConvexpError(f"cannot sweep {experiment!r}: choose one of {', '.join(SWEEPABLE)}")
-    base = load_experiment_config(experiment, experiment_module(experiment).Config, options)
+    require_sweepable(experiment)
+    base = load_experiment_config(spec(experiment), options)
     raw = {"experiment": experiment, "base": to_dict(base), "grid": parse_grid(grid), "random": random,
            "seeds": parse_seeds(seeds) if seeds is not None else config_seeds(base), "select": select,
            "device": base.device}

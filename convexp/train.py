@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convexp import plots
+from convexp.callbacks import Callback, EpochEnd, watchers
 from convexp.config import Train
 from convexp.console import Reporter
 from convexp.data import Split, Splits
@@ -126,12 +127,14 @@ def train_epoch(
     learning_rate: Callable[[int], float] | None = None,
     first_step: int = 0,
     label_smoothing: float = 0.0,
+    on_batch_end: Callable[[int, torch.Tensor], None] = lambda batch, loss: None,
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """One pass over `split` (or its first max_batches batches): the loss of every batch, on
     device, and the batches as (bucket, indices).
 
     `learning_rate(step)`, where given, sets the rate before each batch; steps count every batch
-    of training from 0, this epoch's first being `first_step`.
+    of training from 0, this epoch's first being `first_step`. `on_batch_end(batch, loss)` after
+    each batch (from 1), the loss still on the device.
     """
     model.train()
     order = batch_order(split, batch_size, generators["shuffle"])
@@ -151,6 +154,7 @@ def train_epoch(
         optimizer.step()
         losses[i] = loss.detach()  # no .item(): no device sync per batch
         advance()
+        on_batch_end(i + 1, losses[i])
         raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python dropped (convexp/interrupts.py)
     return losses, order
 
@@ -240,8 +244,11 @@ def train_unit(
     reporter: Reporter,
     augment: Augmentation | None = None,
     label: str = "",
+    callbacks: tuple[Callback, ...] = (),
 ) -> TrainResult:
-    """Train `model` (already on `device`) into `run`, or resume it, or read back a finished run."""
+    """Train `model` (already on `device`) into `run`, or resume it, or read back a finished run.
+    `callbacks` watch it (convexp/callbacks.py), after those set around it with `watching`."""
+    callbacks = (*callbacks, *watchers())
     optimizer = make_optimizer(model, cfg, device)
     generators = make_generators(seed, device)
     history = History()
@@ -262,9 +269,14 @@ def train_unit(
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()
+            def batch_end(batch: int, loss: torch.Tensor, epoch: int = epoch) -> None:
+                for callback in callbacks:
+                    callback.on_batch_end(run, epoch, batch, loss)
+
             with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
                 losses, order = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
-                                            cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing)
+                                            cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing,
+                                            batch_end)
                 losses = losses.tolist()  # the epoch's one device sync
             history.epoch_seconds.append(round(time.perf_counter() - started, 3))
             check_finite(losses, epoch, cfg.lr)
@@ -273,19 +285,22 @@ def train_unit(
             # training set would cost it many times its training.
             trained = trained_on(splits.train, order) if n_batches < all_batches else splits.train
             history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained))
+            event = EpochEnd(run, epoch, cfg.epochs, history.rows[-1], history.epoch_seconds[-1])
+            for callback in callbacks:
+                callback.on_epoch_end(event)
             snapshot = make_snapshot(epoch, model, optimizer, generators, history)
             write_progress(run, history)
             if epoch % cfg.checkpoint_every == 0:
                 run.save_torch(CHECKPOINT, snapshot)
-            line = format_epoch(prefix, epoch, cfg.epochs, history)
-            if reporter.study is not None:  # inside `reproduce`: where the whole study stands
-                line += f" | {reporter.study.epoch_finished()}"
-            reporter.line(line)
+            reporter.line(" | ".join([format_epoch(prefix, epoch, cfg.epochs, history), *event.notes]))
     except KeyboardInterrupt:
         if snapshot is not None:  # the last completed epoch, so resume repeats no work
             run.save_torch(CHECKPOINT, snapshot)
         raise  # the run's status is lifecycle.open_run's to set
-    return finish(run, model, splits, cfg, history)
+    result = finish(run, model, splits, cfg, history)
+    for callback in callbacks:
+        callback.on_run_end(run, result)
+    return result
 
 
 def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int, train: Split) -> dict[str, float]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from convexp.spec import POOLING, RESIZE
 from convexp.stats import Spread
 
 REFERENCE_FILE = Path(__file__).with_name("reference.yaml")
@@ -57,8 +58,9 @@ def verdict(reference: Reference, ours: Spread | None) -> str:
 
 
 # -- our numbers, from the runs of each question ---------------------------------------------------
-# A run here is anything with `.summary` (summary.json as a dict), `.config` and `.children()`
-# (the child runs of a study): report.RunInfo.
+# A run here is anything with `.summary` (summary.json as a dict), `.config`, `.network` (which
+# of question 17's networks its experiment trains) and `.children()` (the child runs of a
+# study): report.RunInfo.
 
 Runs = dict  # question -> list of runs
 
@@ -89,9 +91,9 @@ OUR_NUMBERS: dict[str, Callable[[Runs], list[float]]] = {
     "q12_val_accuracy": lambda q: values(q.get("Q12", []), final("val_accuracy")),
     "q16_max_test_accuracy": lambda q: values(pool_children(q.get("Q16", []), "max"), lambda r: r.summary["test_accuracy"]),
     "q16_mean_test_accuracy": lambda q: values(pool_children(q.get("Q16", []), "mean"), lambda r: r.summary["test_accuracy"]),
-    "q17_resize_test_accuracy": lambda q: values([r for r in q.get("Q17", []) if r.command == "varres-resize"],
+    "q17_resize_test_accuracy": lambda q: values([r for r in q.get("Q17", []) if r.network == RESIZE],
                                                  lambda r: r.summary["test_accuracy"]),
-    "q17_pool_test_accuracy": lambda q: values(pool_children([r for r in q.get("Q17", []) if r.command == "varres-pool"], "max"),
+    "q17_pool_test_accuracy": lambda q: values(pool_children([r for r in q.get("Q17", []) if r.network == POOLING], "max"),
                                                lambda r: r.summary["test_accuracy"]),
     "q15_parameters_n81": lambda q: [float(run.summary["parameters"][name]) for run in q.get("Q15", [])
                                      for name in run.summary.get("parameters", {}) if name == "VariableInputNet(N=81)"],

@@ -189,7 +189,7 @@ class CliProcess:
     workers start from (torch already imported): signals reach it as they reach `convexp`."""
 
     def __init__(self, *args: str, log: Path):
-        from convexp.executor import worker_context
+        from convexp.execution.workers import worker_context
 
         self.log = log
         self.process = worker_context().Process(target=run_main, args=(list(args), str(log)))
@@ -231,8 +231,9 @@ def tiny_splits(n: int = 64, size: int = 28, buckets: tuple[int, ...] = (28,)):
 def train_into(tmp_path: Path, splits, cfg, seed: int = 0, name: str = "run", conv: str = "native"):
     """MNISTConvNet with the `conv` layout, trained by train_unit inside the run's life manager,
     as every experiment runs it."""
-    from convexp.config import Model, TrainMnistConfig
+    from convexp.config import Model
     from convexp.console import Reporter
+    from convexp.experiments.train_mnist import TrainMnistConfig
     from convexp.lifecycle import open_run
     from convexp.models import MNISTConvNet
     from convexp.runs import RunFolder

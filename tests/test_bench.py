@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convexp.experiments.bench import layer_flops, step_flops
+from convexp.benchmark import layer_flops, step_flops
 from tests.helpers import invoke
 
 
@@ -62,7 +62,7 @@ def test_training_step_workload_never_frees_the_layer_workloads_grads():
     zero_grad(set_to_none=True) must not free it (on an H200 it did: a device-side assert)."""
     import torch
 
-    from convexp.experiments.bench import workloads_for
+    from convexp.benchmark import workloads_for
 
     items = workloads_for("unfold", 0, 4, torch.device("cpu"))
     layer = items["conv2 fwd+bwd"].__defaults__[0]  # layer_step(layer=..., x=...)

@@ -6,15 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from convexp.config import (
-    AugmentConfig,
-    SweepBatchConfig,
-    TrainMnistConfig,
-    VarresPoolConfig,
-    dump_yaml,
-    load_config,
-)
+from convexp.config import dump_yaml, load_config
 from convexp.errors import ConvexpError
+from convexp.experiments.augment import AugmentConfig
+from convexp.experiments.sweep_batch import SweepBatchConfig
+from convexp.experiments.train_mnist import TrainMnistConfig
+from convexp.experiments.varres_pool import VarresPoolConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,10 @@ from torch.autograd import gradcheck
 
 from convexp import autograd
 from convexp.augment import build_pipeline
-from convexp.config import Train, TrainMnistConfig
+from convexp.config import Train
 from convexp.console import Reporter
 from convexp.data import Split, Splits
+from convexp.experiments.train_mnist import TrainMnistConfig
 from convexp.lifecycle import configure_device, open_run
 from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
@@ -187,7 +188,7 @@ def test_resume_on_cuda_continues_the_augmentation_stream(tmp_path, deterministi
 def test_bench_workloads_capture_as_cuda_graphs(conv):
     """`convexp bench --set cuda_graphs=true`: every timed item, the hand-written Functions and a
     capturable Adam step included, records and replays as a CUDA graph."""
-    from convexp.experiments.bench import workloads_for
+    from convexp.benchmark import workloads_for
 
     items = workloads_for(conv, 0, 16, CUDA, cuda_graphs=True)
     assert "training step" in items
@@ -203,7 +204,7 @@ def test_a_replayed_graph_accumulates_what_the_eager_calls_do(conv):
     calls of an identical layer give."""
     import copy
 
-    from convexp.experiments.bench import graphed
+    from convexp.benchmark import graphed
 
     torch.manual_seed(0)
     layer = to_device(MNISTConvNet(conv), CUDA).features.conv2

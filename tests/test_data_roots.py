@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from convexp.config import (
-    ReproduceConfig,
-    TrainMnistConfig,
-    VarresPoolConfig,
-    load_config,
-)
+from convexp.config import load_config
 from convexp.data_roots import resolve_root
+from convexp.experiments.reproduce import ReproduceConfig
+from convexp.experiments.train_mnist import TrainMnistConfig
+from convexp.experiments.varres_pool import VarresPoolConfig
 
 
 def make_mnist(root: Path) -> Path:

@@ -7,16 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from convexp.config import TrainMnistConfig
 from convexp.console import Reporter
-from convexp.errors import ConvexpError
-from convexp.executor import ChildTask, Execution, run_children
+from convexp.errors import ConvexpError, DiskFull
+from convexp.execution import ChildTask, Execution, run_children
+from convexp.experiments.train_mnist import TrainMnistConfig
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
 from tests.helpers import REPO, SMOKE_EVAL, invoke, mini
@@ -48,8 +49,161 @@ def terminated_before_starting(parent: Path, name: str, reporter: Reporter) -> N
     time.sleep(5)  # not reached: SIGTERM's default ends the worker
 
 
+def wait_for(condition, seconds: float, what: str) -> None:
+    """Poll `condition` every 50 ms; fail with `what` if it is still false after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.05)
+
+
+def running_in(folder: Path) -> bool:
+    """The child in `folder` has opened its run (its summary says running, with its owner)."""
+    return (folder / "summary.json").is_file() and RunFolder(folder).status == "running"
+
+
+def train_until_stopped(parent: Path, name: str, reporter: Reporter, hold: Path | None = None) -> None:
+    """Opens its run and trains (sleeps) until a signal stops it, or until `hold` is gone; at most 60 s,
+    so a worker the test fails to stop still ends. With `hold`, its pid goes beside it: on Ray the
+    child trains in a scratch folder, so its folder here shows nothing until it ends."""
+    if hold is not None:
+        (hold.parent / f"{name}.pid").write_text(str(os.getpid()))
+    run = RunFolder(parent / name)
+    run.path.mkdir(exist_ok=True)
+    with open_run(run, "train-mnist", TrainMnistConfig(), torch.device("cpu"), reporter, name=run.path.name):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (hold is None or hold.exists()):
+            time.sleep(0.05)
+
+
+def disk_full_once_sibling_runs(parent: Path, name: str, reporter: Reporter, sibling: Path) -> None:
+    """Fills the disk (as open_run reports ENOSPC) while the worker beside it trains."""
+    wait_for(lambda: running_in(sibling), 30, f"{sibling} running")
+    run = RunFolder(parent / name)
+    run.path.mkdir(exist_ok=True)
+    with open_run(run, "train-mnist", TrainMnistConfig(), torch.device("cpu"), reporter, name=run.path.name):
+        raise DiskFull(f"the disk is full ({run.path}): test")
+
+
+def complete_once_sibling_runs(parent: Path, name: str, reporter: Reporter, sibling: Path) -> None:
+    wait_for(lambda: running_in(sibling), 30, f"{sibling} running")
+    complete(parent, name, reporter)
+
+
 def tasks_of(tmp_path, functions) -> list[ChildTask]:
     return [ChildTask(f"c{i}", tmp_path / f"c{i}", f, {"parent": tmp_path, "name": f"c{i}"}) for i, f in enumerate(functions)]
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan's zombie waits for a PID 1 that may never reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def log_of(folder: Path) -> str:
+    return (folder / "log.txt").read_text() if (folder / "log.txt").is_file() else ""
+
+
+def owner_pid(folder: Path) -> int:
+    return RunFolder(folder).read_summary()["owner"]["pid"]
+
+
+def test_a_full_disk_in_a_worker_stops_the_study(tmp_path):
+    """DiskFull in a worker (exit DISK_FULL_EXIT): the study raises it, children still waiting never
+    start, and the sibling that was training is stopped, saved as interrupted by its worker."""
+    tasks = [ChildTask("c0", tmp_path / "c0", train_until_stopped, {"parent": tmp_path, "name": "c0"}, work=4),
+             ChildTask("c1", tmp_path / "c1", disk_full_once_sibling_runs,
+                       {"parent": tmp_path, "name": "c1", "sibling": tmp_path / "c0"}, work=3),
+             *[ChildTask(f"c{i}", tmp_path / f"c{i}", complete, {"parent": tmp_path, "name": f"c{i}"}, work=4 - i)
+               for i in (2, 3)]]
+    started = time.monotonic()
+    with pytest.raises(DiskFull, match="the disk filled up while c1 ran"):  # the driver's, from the exit code
+        run_children(tasks, Execution(jobs=2, threads=1), Reporter(quiet=True))
+    assert time.monotonic() - started < 30, "the sibling was not stopped: it trained on to its end"
+    full = RunFolder(tmp_path / "c1").read_summary()
+    assert full["status"] == "failed" and "the disk is full" in full["error"]
+    assert RunFolder(tmp_path / "c0").status == "interrupted"
+    assert "interrupted: continue with" in log_of(tmp_path / "c0"), "c0's worker did not save it on a SIGTERM"
+    assert not (tmp_path / "c2").exists() and not (tmp_path / "c3").exists()  # never started
+    assert not any(alive(owner_pid(tmp_path / c)) for c in ("c0", "c1")), "a worker outlived the full disk"
+
+
+@pytest.mark.parametrize("hook", ["on_start", "on_end"])
+def test_an_error_in_the_driver_stops_every_worker(tmp_path, hook):
+    """A hook (run in the study's process) that raises: the error goes on up, and every running
+    worker is stopped first, each saving its child as interrupted; none is left alive."""
+    tasks = [ChildTask("c0", tmp_path / "c0", train_until_stopped, {"parent": tmp_path, "name": "c0"}, work=3),
+             ChildTask("c1", tmp_path / "c1", complete_once_sibling_runs,
+                       {"parent": tmp_path, "name": "c1", "sibling": tmp_path / "c0"}, work=2),
+             ChildTask("c2", tmp_path / "c2", train_until_stopped, {"parent": tmp_path, "name": "c2"}, work=1)]
+    failing = "c2" if hook == "on_start" else "c1"  # c2 starts once c1 has ended; c0 trains throughout
+
+    def broken_hook(task, *seconds):
+        if task.name == failing:
+            raise RuntimeError(f"{hook} broke")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"{hook} broke"):
+        run_children(tasks, Execution(jobs=2, threads=1), Reporter(quiet=True), **{hook: broken_hook})
+    assert time.monotonic() - started < 30, "c0 was not stopped: it trained on to its end"
+    assert RunFolder(tmp_path / "c0").status == "interrupted"
+    assert "interrupted: continue with" in log_of(tmp_path / "c0"), "c0's worker did not save it on a SIGTERM"
+    assert RunFolder(tmp_path / "c1").status == "completed"
+    assert not (tmp_path / "c2").exists()  # never started
+    assert not any(alive(owner_pid(tmp_path / c)) for c in ("c0", "c1")), "a worker outlived the study's error"
+
+
+def drive_two_long_children(parent: str) -> None:
+    """A study's process for the orphan test: two children training in workers, until it is killed."""
+    run_children(tasks_of(Path(parent), [train_until_stopped, train_until_stopped]), Execution(jobs=2, threads=1),
+                 Reporter(quiet=True))
+
+
+def test_workers_stop_when_the_study_process_is_killed(tmp_path):
+    """SIGKILL of the study's process (nothing of it can run): its fork server exits, and each worker
+    gets SIGTERM from the kernel (PR_SET_PDEATHSIG), saves its child as interrupted and ends."""
+    script = f"from tests.test_executor import drive_two_long_children; drive_two_long_children({str(tmp_path)!r})"
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    pids = []
+    try:
+        wait_for(lambda: running_in(tmp_path / "c0") and running_in(tmp_path / "c1") or driver.poll() is not None,
+                 60, "both children training")
+        assert driver.poll() is None, driver.communicate()[0]
+        pids = [owner_pid(tmp_path / c) for c in ("c0", "c1")]
+        driver.kill()
+        driver.wait(10)
+        wait_for(lambda: not any(alive(pid) for pid in pids), 10, f"workers {pids} gone after their study was killed")
+        assert RunFolder(tmp_path / "c0").status == RunFolder(tmp_path / "c1").status == "interrupted"
+    finally:
+        driver.kill()
+        for pid in filter(alive, pids):  # only when the test failed: leave nothing behind
+            os.kill(pid, signal.SIGKILL)
+
+
+def record_order(tmp_path, execution: Execution) -> list[str]:
+    tasks = [ChildTask(f"w{w}", tmp_path / f"w{w}", complete, {"parent": tmp_path, "name": f"w{w}"}, work=w)
+             for w in (2, 5, 1, 4, 3)]
+    order = []
+    run_children(tasks, execution, Reporter(quiet=True), on_start=lambda task: order.append(task.name))
+    assert all(RunFolder(t.folder).status == "completed" for t in tasks)
+    return order
+
+
+def test_workers_start_the_largest_child_first(tmp_path):
+    assert record_order(tmp_path, Execution(jobs=2, threads=1)) == ["w5", "w4", "w3", "w2", "w1"]
+
+
+@pytest.mark.slow  # with the other Ray tests
+@pytest.mark.xdist_group("ray")
+def test_ray_starts_the_largest_child_first(tmp_path, ray_instance):
+    assert record_order(tmp_path, Execution(jobs=2, threads=1, executor="ray")) == ["w5", "w4", "w3", "w2", "w1"]
 
 
 def test_a_dead_worker_leaves_its_child_failed_and_the_others_go_on(tmp_path):
@@ -121,7 +275,7 @@ def ray_instance():
     """One local Ray instance for this module's Ray tests, started as `--executor ray` starts one
     (each start costs 5-8 s); studies run here join it rather than starting their own."""
     ray = pytest.importorskip("ray", reason=NEEDS_RAY)
-    from convexp.ray_executor import connect
+    from convexp.execution.ray_tasks import connect
 
     started = connect(ray, None, Reporter(quiet=True))  # a local instance, unless RAY_ADDRESS names a cluster
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
@@ -163,7 +317,7 @@ def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path, ray_instance):
 @pytest.mark.slow  # with the other Ray tests
 @pytest.mark.xdist_group("ray")
 def test_a_process_in_ray_keeps_its_instance_and_refuses_to_join_another(ray_instance):
-    from convexp.ray_executor import connect
+    from convexp.execution.ray_tasks import connect
 
     assert connect(ray_instance, None, Reporter(quiet=True)) is False  # joined already: kept, not shut down by us
     with pytest.raises(ConvexpError, match="this process has already joined a Ray instance"):
@@ -222,3 +376,39 @@ def test_live_view_reads_each_child_from_its_folder(tmp_path):
     assert (waiting.status, waiting.epochs_done, waiting.eta()) == ("waiting", 0, "")
     table = progress_table([progress, waiting])
     assert table.row_count == 2 and [c.header for c in table.columns][:3] == ["child", "status", "epoch"]
+
+
+@pytest.mark.slow  # with the other Ray tests
+@pytest.mark.xdist_group("ray")
+def test_ctrl_c_cancels_every_ray_task_and_the_children_resume(tmp_path, ray_instance):
+    """Ctrl-C while Ray tasks train: every task is cancelled (its worker process killed), each child
+    is left interrupted here, and running the unfinished tasks again (what resume does) completes them."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    tasks = [ChildTask(f"c{i}", tmp_path / f"c{i}", train_until_stopped,
+                       {"parent": tmp_path, "name": f"c{i}", "hold": hold}) for i in range(2)]
+    pid_files = [tmp_path / f"c{i}.pid" for i in range(2)]
+
+    def ctrl_c_once_both_train():
+        try:
+            wait_for(lambda: all(p.is_file() for p in pid_files), 60, "both Ray tasks started")
+        finally:  # either way run_children returns: with the interrupt, or failing on a timeout
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the runner set
+    timer = threading.Thread(target=ctrl_c_once_both_train, daemon=True)
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_children(tasks, Execution(jobs=0, threads=1, executor="ray"), Reporter(quiet=True))
+        timer.join(5)
+        assert all(p.is_file() for p in pid_files), "the Ray tasks had not started within 60 s when Ctrl-C came"
+        pids = [int(p.read_text()) for p in pid_files]
+        wait_for(lambda: not any(alive(pid) for pid in pids), 20, f"Ray workers {pids} killed by the cancel")
+        assert [RunFolder(t.folder).status for t in tasks] == ["interrupted", "interrupted"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        hold.unlink(missing_ok=True)  # a task the cancel missed ends now
+    unfinished = [t for t in tasks if RunFolder(t.folder).status != "completed"]
+    run_children(unfinished, Execution(jobs=0, threads=1, executor="ray"), Reporter(quiet=True))
+    assert [RunFolder(t.folder).status for t in tasks] == ["completed", "completed"]

@@ -7,9 +7,11 @@ import stat
 import pytest
 import torch
 
-from convexp.config import CountParamsConfig, Train, TrainMnistConfig
+from convexp.config import Train
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
+from convexp.experiments.count_params import CountParamsConfig
+from convexp.experiments.train_mnist import TrainMnistConfig
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
 from tests.helpers import invoke, tiny_splits, train_into

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from convexp.config import SweepConfig, TrainMnistConfig, load_config
-from convexp.experiments.sweep import Point, grid_points
+from convexp.config import load_config
+from convexp.experiments.sweep import Point, SweepConfig, grid_points
+from convexp.experiments.train_mnist import TrainMnistConfig
 from tests.helpers import (
     SMOKE_EVAL,
     assert_same_files,
@@ -178,8 +179,9 @@ def test_a_val_loss_sweep_over_seeds_ranks_lowest_first_and_resumes_to_the_same_
 
 def test_keys_joined_by_commas_move_together():
     """A network's widths and the channel count that keeps it in budget: one point each pair."""
-    from convexp.config import VarresPoolConfig, to_dict
+    from convexp.config import to_dict
     from convexp.experiments.sweep import point_config
+    from convexp.experiments.varres_pool import VarresPoolConfig
 
     base = to_dict(VarresPoolConfig(model=VarresPoolConfig().model.__class__(pooling=["max"])))
     config = SweepConfig(experiment="varres-pool", base=base, grid={
@@ -208,7 +210,7 @@ def test_keys_the_sweep_owns_and_malformed_points_are_one_line(tmp_path, args, m
 
 def test_without_seeds_a_sweep_takes_the_experiment_configs_own():
     """--config configs/varres-best.yaml sweeps its three seeds; --set seed=7 is used, not ignored."""
-    from convexp.config import VarresPoolConfig
+    from convexp.experiments.varres_pool import VarresPoolConfig
     from convexp.sweep_options import config_seeds
 
     assert config_seeds(VarresPoolConfig(seeds=[0, 1, 2])) == [0, 1, 2]

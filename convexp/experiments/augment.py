@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from convexp.augment import build_pipeline, preview
-from convexp.config import AugmentConfig
-from convexp.console import Reporter
-from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
-from convexp.models import MNISTConvNet, to_device
-from convexp.runs import RunFolder
-from convexp.train import seed_everything, test_cell, train_unit
+from convexp.config import Augment
+from convexp.experiments.train_mnist import TrainMnistConfig, mnist_convnet_macs
+from convexp.spec import Experiment
 
-Config = AugmentConfig  # what `convexp augment` reads from configs/augment.yaml
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.runs import RunFolder
+
+
+@dataclass
+class AugmentConfig(TrainMnistConfig):
+    augment: Augment = field(default_factory=Augment)
 
 
 def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    from convexp.augment import build_pipeline, preview
+    from convexp.data import MNIST_MEAN, MNIST_STD, load_mnist
+    from convexp.models import MNISTConvNet, to_device
+    from convexp.train import seed_everything, test_cell, train_unit
+
     background = -MNIST_MEAN / MNIST_STD if config.data.normalize else 0.0
     pipeline = build_pipeline(config.augment.transforms, background) if config.augment.enabled else None
     splits = load_mnist(config.data).to(device)
@@ -39,4 +50,17 @@ def run(config: AugmentConfig, run: RunFolder, device: torch.device, reporter: R
 
 def to_unit(config: AugmentConfig):
     """Undo data.normalize for display."""
+    from convexp.data import MNIST_MEAN, MNIST_STD
+
     return (lambda images: images * MNIST_STD + MNIST_MEAN) if config.data.normalize else (lambda images: images)
+
+
+SPEC = Experiment(
+    name="augment",
+    help="Train with per-sample augmentations (question 9): train/val/test curves, preview grid.",
+    config=AugmentConfig,
+    run=run,
+    questions=("Q9",),
+    sweepable=True,
+    macs_per_image=mnist_convnet_macs,
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from convexp import plots
+from convexp.callbacks import Callback
 from convexp.data import Split
 from convexp.runs import RunFolder
 from convexp.stats import accuracy, confusion_matrix
@@ -31,3 +32,15 @@ def classification_breakdown(evaluation: Evaluation, split: Split, resolutions: 
 def write_breakdown(run: RunFolder, breakdown: dict, title: str) -> None:
     run.update_summary(**breakdown)
     plots.confusion_matrix(breakdown["confusion_matrix"], title, run.plots / "confusion.png")
+
+
+class BreakdownWriter(Callback):
+    """A study's child gets its test breakdown (per resolution, per class, confusion matrix)
+    written into its folder once it has trained and been tested, before it is marked completed."""
+
+    def __init__(self, test: Split, title: str):
+        self.test, self.title = test, title
+
+    def on_run_end(self, run: RunFolder, result) -> None:
+        if result.test is not None:  # a sweep's run is tested only if its point is chosen
+            write_breakdown(run, classification_breakdown(result.test, self.test, self.test.resolutions), self.title)

@@ -15,7 +15,7 @@ import torch.nn as nn
 from convexp.console import Reporter
 from convexp.data import Splits
 from convexp.errors import ConvexpError, DiskFull
-from convexp.executor import ChildTask, Execution, run_children
+from convexp.execution import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.models import to_device
 from convexp.runs import RunFolder
@@ -31,30 +31,24 @@ def train_child(
     splits: Splits,
     device: torch.device,
     reporter: Reporter,
-    after_training: Callable[[RunFolder, TrainResult], None] | None = None,
     **train_options,
 ) -> tuple[RunFolder, TrainResult | None]:
     """Train one point of a study into parent/name; a failure is recorded there, not raised.
 
     The child folder is a complete run of its own (config.yaml with its own batch size and
     seed), opened through lifecycle.open_run like any run. Only unfinished children come here
-    (train_children skips completed ones); an interrupted one continues. `after_training(child, result)` writes
-    what the study adds to the child (e.g. its confusion matrix) before it is marked completed.
+    (train_children skips completed ones); an interrupted one continues. What the study adds to
+    the child (e.g. its confusion matrix) comes in `callbacks` (train_options), whose on_run_end
+    writes it before the child is marked completed.
     """
     child = parent.child(name)
     seed_everything(child_config.seed)
     model = to_device(make_model(), device)
 
-    def train() -> TrainResult:
-        result = train_unit(child, model, splits, child_config.train, seed=child_config.seed, device=device,
-                            reporter=reporter, label=f"[{name}] ", **train_options)
-        if after_training is not None:
-            after_training(child, result)
-        return result
-
     try:
         with open_run(child, command, child_config, device, reporter, name=name, parent=parent):
-            return child, train()
+            return child, train_unit(child, model, splits, child_config.train, seed=child_config.seed, device=device,
+                                     reporter=reporter, label=f"[{name}] ", **train_options)
     except DiskFull:
         raise  # every later child would fail the same way: the study stops here
     except ConvexpError as exc:  # e.g. a diverging loss: the child is marked failed, the study goes on
@@ -82,8 +76,7 @@ def train_children(run: RunFolder, points: dict, train_point: Callable, splits: 
     on the CPU for workers, which get them through shared memory and move them to their device.
     """
     tasks = [ChildTask(name, run.path / name, train_point, work=work(child_config), epochs=child_config.train.epochs,
-                       kwargs={"parent": run.path, "name": name, "config": child_config, "device": str(device),
-                               "splits": splits})
+                       kwargs={"parent": run.path, "name": name, "config": child_config}, device=str(device), data=splits)
              for name, child_config in points.items() if run.child(name).status != "completed"]
     run_children(tasks, execution, reporter)
 
@@ -101,11 +94,12 @@ def run_experiment_child(parent: Path, name: str, command: str, config, question
                          reporter: Reporter) -> None:
     """A whole experiment run as a study's child (a reproduce step, a sweep point), here or in a
     worker process. A failure is recorded in its folder and the study goes on; a full disk stops it."""
-    from convexp.lifecycle import experiment_module, run_experiment
+    from convexp.experiments import spec
+    from convexp.lifecycle import run_experiment
 
     study = RunFolder(parent)
     try:
-        run_experiment(experiment_module(command), config, study.child(name), torch.device(device), reporter,
+        run_experiment(spec(command), config, study.child(name), torch.device(device), reporter,
                        name=name, parent=study, **({"question": question} if question else {}))
     except DiskFull:
         raise

@@ -2,18 +2,75 @@
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-from convexp.config import CountParamsConfig
-from convexp.console import Reporter
-from convexp.models import MNISTConvNet, VariableInputNet, count_parameters
-from convexp.runs import RunFolder
-from convexp.shapes import conv_shape, layer_table, nearest_channel_counts
+from convexp.config import (
+    Invalid,
+    RunConfig,
+    require_channels,
+    require_items,
+    require_positive_items,
+    require_widths,
+)
+from convexp.spec import Experiment, Flag
 
-Config = CountParamsConfig  # what `convexp count-params` reads from configs/count-params.yaml
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.models import VariableInputNet
+    from convexp.runs import RunFolder
+
+
+@dataclass
+class ConvExample:
+    """One convolution whose output size is worked out by the formula (question 10)."""
+
+    in_channels: int = 3
+    out_channels: int = 16
+    kernel_size: list[int] = field(default_factory=lambda: [5, 5])
+    stride: int = 2
+    padding: int = 1
+    dilation: int = 1
+    height: int = 768
+    width: int = 1024
+
+    def __post_init__(self):
+        for key in ("stride", "dilation"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, f"{{key}} must be at least 1; got {getattr(self, key)}")
+        if len(self.kernel_size) != 2 or min(self.kernel_size) < 1:
+            raise Invalid("kernel_size", f"{{key}} must be [height, width] >= 1; got {self.kernel_size}")
+
+
+@dataclass
+class CountParamsConfig(RunConfig):
+    # `seed`: unused, nothing here is random; `device`: where the shapes are traced
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
+    channels: int = 81  # N of the variable-input net
+    pooling: Literal["max", "mean"] = "max"
+    widths: list[int] = field(default_factory=lambda: [16, 32])  # its blocks before the last (see VarresModel)
+    norm: Literal["none", "batch", "layer"] = "none"
+    input_sizes: list[int] = field(default_factory=lambda: [28, 32, 48, 64])
+    match: bool = False  # search N whose parameter count is closest to MNISTConvNet's
+    match_max_channels: int = 512
+    conv_examples: list[ConvExample] = field(default_factory=list)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_channels("channels", self.channels)
+        require_items("input_sizes", self.input_sizes, "size, e.g. [28, 32]")
+        require_positive_items("input_sizes", self.input_sizes)
+        require_channels("match_max_channels", self.match_max_channels)
+        require_widths("widths", self.widths)
 
 
 def run(config: CountParamsConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    from convexp.models import MNISTConvNet, count_parameters
+    from convexp.shapes import layer_table
+
     base = MNISTConvNet(config.conv)
     variable = variable_net(config, config.channels)
     tables = {"MNISTConvNet": {"parameters": count_parameters(base), "inputs": {"28": rows(layer_table(base, 28, 28))}},
@@ -36,6 +93,8 @@ def run(config: CountParamsConfig, run: RunFolder, device: torch.device, reporte
 
 
 def variable_net(config: CountParamsConfig, channels: int) -> VariableInputNet:
+    from convexp.models import VariableInputNet
+
     return VariableInputNet(channels, config.pooling, config.conv, config.widths, config.norm)
 
 
@@ -50,6 +109,8 @@ def rows(layer_rows) -> list[dict]:
 
 
 def conv_examples(config: CountParamsConfig, reporter: Reporter) -> list[dict]:
+    from convexp.shapes import conv_shape
+
     examples = []
     for i, e in enumerate(config.conv_examples):
         shape = conv_shape(e.out_channels, e.height, e.width, tuple(e.kernel_size), (e.stride, e.stride),
@@ -63,9 +124,31 @@ def conv_examples(config: CountParamsConfig, reporter: Reporter) -> list[dict]:
 
 
 def match(config: CountParamsConfig, target: int, reporter: Reporter) -> list[dict]:
+    from convexp.shapes import nearest_channel_counts
+
     nearest = nearest_channel_counts(target, range(1, config.match_max_channels + 1),
                                      lambda n: variable_net(config, n))[:2]
     reporter.table(f"N closest to MNISTConvNet's {target:,} parameters",
                 ["N", "parameters", "difference"],
                 [[e["channels"], f"{e['parameters']:,}", f"{e['difference']:+,}"] for e in nearest])
     return nearest
+
+
+def parameter_counts(summary: dict) -> str | None:
+    """`convexp runs`: each network's parameter count."""
+    counts = summary.get("parameters")
+    return ", ".join(f"{k}: {v:,}" for k, v in counts.items()) if counts else None
+
+
+SPEC = Experiment(
+    name="count-params",
+    help="Parameters and output shape per layer (questions 10, 15); --match searches N.",
+    config=CountParamsConfig,
+    run=run,
+    questions=("Q15", "Q10"),
+    seed_option=False,
+    device_option=False,
+    flags=(Flag("--channels", "channels", "N of the variable-input net.", int),
+           Flag("--match", "match", "Find the N closest to MNISTConvNet's parameter count.")),
+    key_metric=parameter_counts,
+)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convexp.config import SEED_LIMIT
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
-from convexp.config import SEED_LIMIT
 from convexp.varres import build_varres
 
 MAX_CANVAS = 1024

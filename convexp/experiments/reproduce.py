@@ -1,9 +1,10 @@
 """`convexp reproduce`: the whole study at the report's settings, into one parent folder.
 
-Each step starts from that experiment's own configs/<command>.yaml (the report's settings live
-there, once); the data, seeds and conv of this run are laid over it as values
-(`dataclasses.replace`), and the step runs as a child run folder. Every comparison runs once per
-seed. On resume, finished steps are kept and the rest continue.
+The study is a list of steps, as data (STEPS): which experiment answers which question, from
+which of configs/ (where the report's settings live, once), with which changes. Each step's
+config is its experiment's config file with this study's data, seed, device and conv laid over
+it through config.derive, and runs as a child run folder. Every comparison runs once per seed.
+On resume, finished steps are kept and the rest continue.
 """
 
 from __future__ import annotations
@@ -11,116 +12,174 @@ from __future__ import annotations
 import dataclasses
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from convexp.config import ReproduceConfig, load_config
-from convexp.console import Reporter
+from convexp.config import (
+    Invalid,
+    MnistData,
+    RunConfig,
+    derive,
+    load_config,
+    require_positive,
+    require_seed,
+    require_seeds,
+)
 from convexp.errors import ConvexpError
-from convexp.executor import SEQUENTIAL, ChildTask, Execution, run_children
-from convexp.experiments.common import finish_study, run_experiment_child
-from convexp.lifecycle import experiment_module
-from convexp.progress import StudyProgress, conv_net_macs, duration
-from convexp.runs import RunFolder
-from convexp.varres import build_varres, warm_cache
+from convexp.spec import Experiment, Flag
 
-Config = ReproduceConfig  # what `convexp reproduce` reads from configs/reproduce.yaml
-STUDY = True  # its steps can run in parallel (--jobs)
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.execution import Execution
+    from convexp.runs import RunFolder
+
+
+@dataclass
+class FinalComparison:
+    """Question 17: both varres networks trained longer, at the report's tuned learning rate."""
+
+    epochs: int = 15
+    lr: float = 0.0009
+
+    def __post_init__(self):
+        require_positive("epochs", self.epochs)
+        require_positive("lr", self.lr)
+
+
+@dataclass
+class ReproduceConfig(RunConfig):
+    # `seed`: unused, the steps take theirs from `seeds`
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    mnist_root: str = "auto"  # see convexp/data_roots.py
+    val_split: float = 10000  # MNIST validation digits (the report's 50,000 / 10,000); 0.2 on mnist-mini
+    download: bool = True
+    # The course's mnist-varres; `build`: make one from mnist_root (seeded by varres_seed).
+    varres_root: str = "auto"
+    varres_seed: int = 0
+    conv: Literal["native", "unfold", "unfold-reference"] = "native"
+    final: FinalComparison = field(default_factory=FinalComparison)
+    configs_dir: str = "configs"  # each step starts from its own configs/<command>.yaml
+    fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
+    # Beyond the report: also train configs_dir/varres-best.yaml once per seed, the network that
+    # `convexp sweep` found to beat the report's 98.89% within its parameter budget. Off unless
+    # asked (configs/reproduce.yaml asks), so a study begun before the key existed resumes as it was.
+    beyond: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_seeds("seeds", self.seeds)
+        require_seed("varres_seed", self.varres_seed)
+        if not self.val_split > 0:
+            raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
+
+    def with_data_roots(self) -> ReproduceConfig:
+        """`auto` roots resolved (data_roots.py); with no mnist-varres anywhere, varres_root
+        `auto` becomes `build`: one is made from mnist_root."""
+        from convexp.data_roots import resolve_root
+
+        varres_root = self.varres_root
+        if varres_root != "build":
+            varres_root = resolve_root(varres_root, "mnist-varres")
+            if self.varres_root == "auto" and not (Path(varres_root) / "train").is_dir():
+                varres_root = "build"
+        return dataclasses.replace(self, mnist_root=resolve_root(self.mnist_root, "mnist"), varres_root=varres_root)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of the study: `experiment` run from configs_dir/`file` with `changes`."""
+
+    name: str  # its child folder; steps run per seed get "-seed<S>" added
+    question: str  # the report's question it answers
+    experiment: str
+    data: str = ""  # "mnist" or "varres": which of the study's data it trains on
+    file: str = ""  # default: <experiment>.yaml
+    changes: dict[str, Any] = field(default_factory=dict)
+    seeds_key: str = ""  # a study step's key listing its seeds: set to [this round's seed]
+    final: bool = False  # question 17's longer training at the report's tuned learning rate (config.final)
+    per_seed: bool = True
+    beyond: bool = False  # run only when config.beyond asks
+
+
+# Seed by seed: each round answers every question once, so a study cut short still covers them all.
+STEPS = [
+    StepPlan("count-params", "Q15", "count-params", changes={"match": True}, per_seed=False),
+    StepPlan("train-mnist", "Q7", "train-mnist", "mnist"),
+    StepPlan("sweep-batch", "Q8", "sweep-batch", "mnist", seeds_key="sweep.seeds"),
+    StepPlan("augment-on", "Q9", "augment", "mnist", changes={"augment.enabled": True}),
+    StepPlan("augment-off", "Q9", "augment", "mnist", changes={"augment.enabled": False}),
+    StepPlan("varres-resize", "Q12", "varres-resize", "varres"),
+    StepPlan("varres-pool", "Q16", "varres-pool", "varres", seeds_key="seeds"),
+    StepPlan("final-resize", "Q17", "varres-resize", "varres", final=True),
+    StepPlan("final-pool", "Q17", "varres-pool", "varres", changes={"model.pooling": ["max"]}, seeds_key="seeds", final=True),
+    StepPlan("varres-best", "beyond", "varres-pool", "varres", file="varres-best.yaml", seeds_key="seeds", beyond=True),
+]
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # the child folder
     question: str  # the report's question it answers
-    command: str
+    experiment: Experiment
     config: Any  # the step's typed config, complete
 
 
-def base_config(command: str, config: ReproduceConfig, file: str | None = None) -> Any:
-    """configs_dir/<command>.yaml (or configs_dir/<file>) as `command`'s config."""
-    name = file or f"{command}.yaml"
+def base_config(plan: StepPlan, config: ReproduceConfig) -> Any:
+    """configs_dir/<file> as the step's experiment's config."""
+    from convexp.experiments import spec
+
+    name = plan.file or f"{plan.experiment}.yaml"
     path = Path(config.configs_dir) / name
     if not path.is_file():
-        beyond = " (or --set beyond=false to skip the varres-best steps)" if file else ""
+        beyond = " (or --set beyond=false to skip the varres-best steps)" if plan.beyond else ""
         raise ConvexpError(f"configs_dir={config.configs_dir!r} holds no {name}: run from the project "
                            f"folder or set configs_dir to the project's configs/ folder{beyond}")
-    return load_config(experiment_module(command).Config, path)
+    return load_config(spec(plan.experiment).config, path)
 
 
-def augmented(step_config: Any, enabled: bool) -> Any:
-    return dataclasses.replace(step_config, augment=dataclasses.replace(step_config.augment, enabled=enabled))
-
-
-def with_train(step_config: Any, **changes) -> Any:
-    return dataclasses.replace(step_config, train=dataclasses.replace(step_config.train, **changes))
+def step_changes(plan: StepPlan, config: ReproduceConfig, seed: int, varres_root: Path, device: str) -> dict[str, Any]:
+    """What the study lays over the step's own config: its data, seed, device and conv."""
+    if not plan.data:  # count-params: shapes, no data and no seed
+        return {"device": device, "conv": config.conv, **plan.changes}
+    changes = {"seed": seed, "device": device, "model.conv": config.conv}
+    if plan.data == "mnist":
+        changes |= {"data.root": config.mnist_root, "data.download": config.download, "data.val_split": config.val_split}
+    else:
+        changes |= {"data.root": str(varres_root)}
+    if plan.seeds_key:
+        changes[plan.seeds_key] = [seed]
+    if plan.final:
+        changes |= {"train.epochs": config.final.epochs, "train.lr": config.final.lr}
+    return changes | plan.changes
 
 
 def fast_dev_run(step_config: Any) -> Any:
     """One epoch of 5 batches, and each evaluation on 5 batches of the same size per resolution."""
-    train = step_config.train
-    return with_train(step_config, epochs=1, max_batches=5, warmup_epochs=0.0, eval_batch_size=train.batch_size,
-                      max_eval_batches=5)
+    return derive(step_config, {"train.epochs": 1, "train.max_batches": 5, "train.warmup_epochs": 0.0,
+                                "train.eval_batch_size": step_config.train.batch_size, "train.max_eval_batches": 5})
 
 
 def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> list[Step]:
     """Every step of the study, in order, each with its complete config."""
+    from convexp.experiments import spec
+
     seeds = config.seeds[:1] if config.fast_dev_run else config.seeds
-
-    def mnist(command: str, seed: int = 0) -> Any:
-        base = base_config(command, config)
-        data = dataclasses.replace(base.data, root=config.mnist_root, download=config.download, val_split=config.val_split)
-        return dataclasses.replace(base, seed=seed, device=device.type, data=data,
-                                   model=dataclasses.replace(base.model, conv=config.conv))
-
-    def varres(command: str, seed: int = 0, file: str | None = None) -> Any:
-        base = base_config(command, config, file)
-        return dataclasses.replace(base, seed=seed, device=device.type,
-                                   data=dataclasses.replace(base.data, root=str(varres_root)),
-                                   model=dataclasses.replace(base.model, conv=config.conv))
-
-    def final(step_config: Any) -> Any:
-        return with_train(step_config, epochs=config.final.epochs, lr=config.final.lr)
-
-    count = base_config("count-params", config)
-    plan = [Step("count-params", "Q15", "count-params",
-                 dataclasses.replace(count, device=device.type, conv=config.conv, match=True))]
-    # Seed by seed: each round answers every question once, so a study cut short still covers them all.
-    for seed in seeds:
-        sweep = mnist("sweep-batch", seed)
-        pool = varres("varres-pool", seed)
-        final_pool = final(pool)
-        plan += [
-            Step(f"train-mnist-seed{seed}", "Q7", "train-mnist", mnist("train-mnist", seed)),
-            Step(f"sweep-batch-seed{seed}", "Q8", "sweep-batch",
-                 dataclasses.replace(sweep, sweep=dataclasses.replace(sweep.sweep, seeds=[seed]))),
-            *(Step(f"augment-{'on' if on else 'off'}-seed{seed}", "Q9", "augment", augmented(mnist("augment", seed), on))
-              for on in (True, False)),
-            Step(f"varres-resize-seed{seed}", "Q12", "varres-resize", varres("varres-resize", seed)),
-            Step(f"varres-pool-seed{seed}", "Q16", "varres-pool", dataclasses.replace(pool, seeds=[seed])),
-            Step(f"final-resize-seed{seed}", "Q17", "varres-resize", final(varres("varres-resize", seed))),
-            Step(f"final-pool-seed{seed}", "Q17", "varres-pool",
-                 dataclasses.replace(final_pool, seeds=[seed], model=dataclasses.replace(final_pool.model, pooling=["max"]))),
-        ]
-        if config.beyond:
-            best = varres("varres-pool", seed, file="varres-best.yaml")
-            plan.append(Step(f"varres-best-seed{seed}", "beyond", "varres-pool", dataclasses.replace(best, seeds=[seed])))
-    if config.fast_dev_run:  # the pipeline, not the numbers: every loop runs 5 batches of the step's size
-        plan = [dataclasses.replace(s, config=fast_dev_run(s.config)) if hasattr(s.config, "train") else s for s in plan]
+    plans = [p for p in STEPS if config.beyond or not p.beyond]
+    rounds = [(p, None) for p in plans if not p.per_seed] + [(p, s) for s in seeds for p in plans if p.per_seed]
+    plan = []
+    for step, seed in rounds:
+        step_config = derive(base_config(step, config), step_changes(step, config, seed or 0, varres_root, device.type))
+        if config.fast_dev_run and hasattr(step_config, "train"):  # the pipeline, not the numbers
+            step_config = fast_dev_run(step_config)
+        name = step.name if seed is None else f"{step.name}-seed{seed}"
+        plan.append(Step(name, step.question, spec(step.experiment), step_config))
     return plan
 
 
 # -- planned work, for the ETA ----------------------------------------------------------------------
-
-
-def children(step: Step) -> int:
-    if step.command == "sweep-batch":
-        return len(step.config.sweep.batch_sizes) * len(step.config.sweep.seeds)
-    if step.command == "varres-pool":
-        return len(step.config.model.pooling) * len(step.config.seeds)
-    return 1
 
 
 def training_images(step: Step) -> int:
@@ -128,7 +187,7 @@ def training_images(step: Step) -> int:
     from convexp.data import validation_count
 
     data = step.config.data
-    if hasattr(data, "val_split"):
+    if isinstance(data, MnistData):
         labels = Path(data.root) / "MNIST" / "raw" / "train-labels-idx1-ubyte"
         try:
             with labels.open("rb") as f:
@@ -145,22 +204,18 @@ def training_images(step: Step) -> int:
 
 def planned_work(step: Step) -> tuple[float, int]:
     """(multiply-adds of all training epochs, epochs of all children) for one step."""
-    if not hasattr(step.config, "train"):
+    if step.experiment.macs_per_image is None:
         return 0.0, 0
-    epochs = children(step) * step.config.train.epochs
-    if step.command == "varres-pool":
-        resolutions = step.config.data.resolutions
-        model = step.config.model
-        per_image = sum(conv_net_macs(model.channels, r, tuple(model.widths)) for r in resolutions) / len(resolutions)
-    else:
-        per_image = conv_net_macs(64, 28)
-    return float(epochs * training_images(step) * per_image), epochs
+    epochs = step.experiment.children(step.config) * step.config.train.epochs
+    return float(epochs * training_images(step) * step.experiment.macs_per_image(step.config)), epochs
 
 
 # -- the study ------------------------------------------------------------------------------------
 
 
 def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -> Path:
+    from convexp.varres import build_varres
+
     if config.varres_root != "build":
         return Path(config.varres_root)
     root = run.path / "mnist-varres"
@@ -171,7 +226,15 @@ def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -
 
 
 def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter: Reporter,
-        execution: Execution = SEQUENTIAL) -> dict:
+        execution: Execution | None = None) -> dict:
+    from convexp.callbacks import watching
+    from convexp.config import VarresData
+    from convexp.execution import SEQUENTIAL, ChildTask, run_children
+    from convexp.experiments.common import finish_study, run_experiment_child
+    from convexp.progress import StudyProgress, duration
+    from convexp.varres import warm_cache
+
+    execution = execution or SEQUENTIAL
     varres_root = varres_folder(config, run, reporter)
     plan = steps(config, varres_root, device)
     planned = {step.name: planned_work(step) for step in plan}
@@ -185,9 +248,9 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
             reporter.line(f"{number[step.name]}: completed earlier, kept")
             continue
         tasks.append(ChildTask(step.name, run.path / step.name, run_experiment_child, work=planned[step.name][0],
-                               epochs=planned[step.name][1], kwargs={
-            "parent": run.path, "name": step.name, "command": step.command, "config": step.config,
-            "question": step.question, "device": str(device)}))
+                               epochs=planned[step.name][1], device=str(device), kwargs={
+            "parent": run.path, "name": step.name, "command": step.experiment.name, "config": step.config,
+            "question": step.question}))
 
     def started(task: ChildTask) -> None:
         progress.begin(task.name)
@@ -199,14 +262,11 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
         seconds[task.name] = round(seconds.get(task.name, 0.0) + spent, 1)
         run.update_summary(step_seconds=seconds)
 
-    if any(task.kwargs["command"].startswith("varres") for task in tasks):
+    if any(isinstance(getattr(task.kwargs["config"], "data", None), VarresData) for task in tasks):
         warm_cache(varres_root)
-    reporter.study = progress if execution.in_this_process else None  # epoch lines say where the study stands
     wall = time.perf_counter()
-    try:
+    with watching(progress):  # the epoch lines of steps trained here say where the study stands
         run_children(tasks, execution, reporter, on_start=started, on_end=ended)
-    finally:
-        reporter.study = None
     wall_seconds = round(time.perf_counter() - wall, 1)
     show_step_times(reporter, plan, seconds)
     at_once = f"{execution.jobs} step(s) at once" if execution.jobs else "as many steps at once as Ray allowed"
@@ -219,7 +279,30 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
 
 
 def show_step_times(reporter: Reporter, plan: list[Step], seconds: dict[str, float]) -> None:
-    rows = [[s.question, s.name, s.command, f"{seconds.get(s.name, 0):.0f}", duration(seconds.get(s.name, 0))] for s in plan]
+    from convexp.progress import duration
+
+    rows = [[s.question, s.name, s.experiment.name, f"{seconds.get(s.name, 0):.0f}", duration(seconds.get(s.name, 0))] for s in plan]
     total = sum(seconds.values())
     rows.append(["", "total", "", f"{total:.0f}", duration(total)])
     reporter.table("reproduce: time per step", ["question", "step", "command", "seconds", "time"], rows)
+
+
+def step_count(summary: dict) -> str | None:
+    """`convexp runs`: how many steps the study has."""
+    if "steps" not in summary:
+        return None
+    return f"{len(summary['steps'])} steps" + (" (fast dev run)" if summary.get("fast_dev_run") else "")
+
+
+SPEC = Experiment(
+    name="reproduce",
+    help="Run the whole study (every experiment, several seeds) into one parent run folder.",
+    config=ReproduceConfig,
+    run=run,
+    study=True,
+    holds_steps=True,
+    seed_option=False,
+    flags=(Flag("--fast-dev-run", "fast_dev_run", "One seed; each run trains one epoch of 5 batches and evaluates "
+                                                   "5 batches: a pipeline check."),),
+    key_metric=step_count,
+)

@@ -13,28 +13,101 @@ import copy
 import io
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from rich.console import Console
-
-from convexp import plots
-from convexp.config import SweepConfig, dump_yaml, from_dict, grid_keys, set_key
-from convexp.console import Reporter
+from convexp.config import (
+    Invalid,
+    RunConfig,
+    VarresData,
+    derive,
+    from_dict,
+    require_seeds,
+)
 from convexp.errors import ConvexpError
-from convexp.executor import SEQUENTIAL, ChildTask, Execution, run_children
-from convexp.experiments.common import finish_study, run_experiment_child
-from convexp.lifecycle import experiment_module
 from convexp.runs import RunFolder, read_summary
+from convexp.spec import Experiment
 from convexp.stats import mean_std
-from convexp.train import read_csv
-from convexp.varres import warm_cache
 
-Config = SweepConfig
-STUDY = True  # its child runs can run in parallel (--jobs)
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.execution import Execution
+
 LOWER_IS_BETTER = {"val_loss"}
+
+
+SWEEP_OWNED_KEYS = {  # set by the sweep itself for every run: sweeping them would mislabel the points
+    "seed": "the seeds of every point are --seeds",
+    "seeds": "the seeds of every point are --seeds",
+    "device": "one device runs the whole sweep: --device",
+    "train.test": "the sweep tests only the chosen point, after the choice",
+    "train.test_each_epoch": "the sweep tests only the chosen point, after the choice",
+}
+
+
+def grid_keys(key: str) -> list[str]:
+    """The config keys a --grid key sets: 'train.lr' -> one; 'model.widths,model.channels' -> two,
+    which take their values together, from one list per point."""
+    return [part.strip() for part in key.split(",")]
+
+
+def sweepable() -> list[str]:
+    """The experiments whose spec says `convexp sweep` may vary their keys."""
+    from convexp.experiments import specs
+
+    return [s.name for s in specs() if s.sweepable]
+
+
+def require_sweepable(experiment: str) -> None:
+    if experiment not in sweepable():
+        raise ConvexpError(f"cannot sweep {experiment!r}: choose one of {', '.join(sweepable())}")
+
+
+@dataclass
+class SweepConfig(RunConfig):
+    """`convexp sweep`: a grid over any keys of one experiment's config, each point trained once
+    per seed; the point is chosen on validation, and only the chosen point is tested. Its own
+    `seed` draws the --random points."""
+
+    experiment: str = "varres-pool"
+    base: dict[str, Any] = field(default_factory=dict)  # the experiment's own config (file + --set), complete
+    grid: dict[str, Any] = field(default_factory=dict)  # config key -> the values it takes
+    random: int = 0  # 0: every point of the grid; N: N of its points, drawn with `seed`
+    seeds: list[int] = field(default_factory=lambda: [0])
+    select: Literal["best_val_accuracy", "val_accuracy", "val_loss"] = "best_val_accuracy"
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_sweepable(self.experiment)
+        require_seeds("seeds", self.seeds)
+        if not self.grid:
+            raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005]")
+        for key, values in self.grid.items():
+            together = grid_keys(key)
+            if any(not part for part in together):
+                raise Invalid("grid", f"--grid {key}: an empty key; join keys that move together with commas, "
+                                      "e.g. model.widths,model.channels=[[[16, 32], 80], [[16, 32, 32], 49]]")
+            for part in together:
+                if part in SWEEP_OWNED_KEYS:
+                    raise Invalid("grid", f"--grid {part}: {SWEEP_OWNED_KEYS[part]}")
+            if not isinstance(values, list) or not values:
+                raise Invalid("grid", f"--grid {key} needs a non-empty list of values in brackets, e.g. {key}=[1, 2]; "
+                                      f"got {values!r}")
+            if len(together) > 1 and any(not isinstance(v, list) or len(v) != len(together) for v in values):
+                raise Invalid("grid", f"--grid {key} moves {len(together)} keys together: each value must list "
+                                      f"{len(together)} values in that order, e.g. [[a1, b1], [a2, b2]]; got {values!r}")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise Invalid("grid", f"--grid {key} lists {repeated[0]!r} more than once: each point would run twice")
+        every = [part for key in self.grid for part in grid_keys(key)]
+        twice = [part for i, part in enumerate(every) if part in every[:i]]
+        if twice:
+            raise Invalid("grid", f"--grid sets {twice[0]} in two places: give each key once")
+        if self.random < 0:
+            raise Invalid("random", f"--random must be 0 (the whole grid) or a number of points; got {self.random}")
 
 
 @dataclass(frozen=True)
@@ -61,26 +134,24 @@ def grid_points(config: SweepConfig) -> list[Point]:
 
 
 def point_config(config: SweepConfig, point: Point, seed: int, test: bool = False) -> Any:
-    """The experiment's typed config at one point and seed, checked like any config (an unknown
-    key or a wrong type is the usual one-line error, naming the point)."""
-    raw = copy.deepcopy(config.base)
-    for key, value in point.values.items():
+    """The experiment's typed config at one point and seed, derived from the sweep's base through
+    the loader's checks (an unknown key or a wrong type is the usual one-line error, naming the point)."""
+    from convexp.experiments import spec
+
+    experiment = spec(config.experiment)
+    changes = {"seed": seed, "train.test_each_epoch": False, "train.test": test}
+    if "seeds" in config.base:  # a study of seeds (varres-pool): this child's seed alone
+        changes["seeds"] = [seed]
+    for key, value in point.values.items():  # last: a point that sets `train` whole is checked as it is
         together = grid_keys(key)
-        for part, part_value in zip(together, value if len(together) > 1 else [value]):
-            set_key(raw, part, part_value)
-    raw["seed"] = seed
-    if config.experiment == "varres-pool":
-        raw["seeds"] = [seed]
-        poolings = raw.get("model", {}).get("pooling", [])
-        if len(poolings) != 1:
-            raise ConvexpError(f"varres-pool sweeps one pooling per point; this point has {poolings}: "
-                               "--set 'model.pooling=[max]', or --grid 'model.pooling=[[max], [mean]]'")
-    if isinstance(raw.get("train"), dict):  # else (e.g. --grid train=[1]) from_dict names the mistake
-        raw["train"].update(test_each_epoch=False, test=test)
+        changes |= dict(zip(together, value if len(together) > 1 else [value]))
     try:
-        return from_dict(experiment_module(config.experiment).Config, raw, prefix="")
+        child = derive(from_dict(experiment.config, copy.deepcopy(config.base), prefix=""), changes)
+        if experiment.check_sweep_point is not None:
+            experiment.check_sweep_point(child)
     except ConvexpError as exc:
         raise ConvexpError(f"sweep point {point.label()}: {exc}") from None
+    return child
 
 
 def check_points(config: SweepConfig) -> list[Point]:
@@ -92,7 +163,13 @@ def check_points(config: SweepConfig) -> list[Point]:
 
 
 def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Reporter,
-        execution: Execution = SEQUENTIAL) -> dict:
+        execution: Execution | None = None) -> dict:
+    from convexp.config import dump_yaml
+    from convexp.execution import SEQUENTIAL, ChildTask, run_children
+    from convexp.experiments.common import finish_study, run_experiment_child
+    from convexp.varres import warm_cache
+
+    execution = execution or SEQUENTIAL
     points = check_points(config)
     children = {f"{p.name}-seed{s}": (p, s) for p in points for s in config.seeds}
     if config.random > len(points):
@@ -101,11 +178,11 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
                   f"{len(children)} runs, chosen by {config.select} on validation")
     unfinished = {name: point_config(config, p, s) for name, (p, s) in children.items()
                   if run.child(name).status != "completed"}
-    tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=child_config.train.epochs,
+    tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=child_config.train.epochs, device=str(device),
                        kwargs={"parent": run.path, "name": name, "command": config.experiment,
-                               "config": child_config, "question": "", "device": str(device)})
+                               "config": child_config, "question": ""})
              for name, child_config in unfinished.items()]
-    if tasks and config.experiment.startswith("varres"):
+    if tasks and isinstance(getattr(tasks[0].kwargs["config"], "data", None), VarresData):
         warm_cache(Path(config.base["data"]["root"]))
     run_children(tasks, execution, reporter)
     ranking = rank(config, points, run)
@@ -145,6 +222,8 @@ def leaf_runs(folder: Path) -> list[Path]:
 
 
 def validation_metric(folder: Path, select: str) -> float:
+    from convexp.train import read_csv
+
     rows = [row for leaf in leaf_runs(folder) for row in read_csv(RunFolder(leaf), "metrics.csv")]
     if select == "best_val_accuracy":
         return max(float(row["val_accuracy"]) for row in rows)
@@ -167,7 +246,12 @@ def rank(config: SweepConfig, points: list[Point], run: RunFolder) -> list[dict]
 
 def test_chosen(config: SweepConfig, best: Point, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
     """The chosen point's runs, each read back with its test evaluation on: the only test numbers of the sweep."""
-    experiment = experiment_module(config.experiment)
+    from rich.console import Console
+
+    from convexp.console import Reporter
+    from convexp.experiments import spec
+
+    experiment = spec(config.experiment)
     accuracies = []
     for seed in config.seeds:
         child = run.child(f"{best.name}-seed{seed}")
@@ -187,6 +271,8 @@ def test_chosen(config: SweepConfig, best: Point, run: RunFolder, device: torch.
 
 
 def write_plots(run: RunFolder, config: SweepConfig, ranking: list[dict]) -> None:
+    from convexp import plots
+
     done = [r for r in ranking if r["runs"]]
     for key in config.grid:
         safe = key.replace(".", "_").replace(",", "+").replace(" ", "")
@@ -199,3 +285,24 @@ def show_ranking(reporter: Reporter, config: SweepConfig, ranking: list[dict]) -
              f"{r['mean']:.4f} ± {r['std']:.4f}" if r["runs"] else "-", r["runs"], r["failed"]] for r in ranking]
     reporter.table(f"sweep of {config.experiment}: points by {config.select} on validation (mean ± std over seeds)",
                    ["point", *config.grid, config.select, "runs", "failed"], rows)
+
+
+def chosen_point(summary: dict) -> str | None:
+    """`convexp runs`: the point chosen on validation, and its test accuracy."""
+    best = summary.get("best")
+    if not best:
+        return None
+    return f"{best['point']}: {summary['select']} {best[summary['select']]:.4f}, test {best['test_accuracy']['mean']:.4f}"
+
+
+SPEC = Experiment(
+    name="sweep",
+    help="Any config keys of one experiment over a grid, seeds per point; chosen on validation, then only the best point is tested.",
+    config=SweepConfig,
+    run=run,
+    study=True,
+    command=False,  # its command line (EXPERIMENT, --grid, --seeds, ...) is cli.sweep's
+    not_reported="is a sweep: its ranking is in points.csv and summary.json, the chosen config in best.yaml; "
+                 "`convexp report` sets the study's runs beside the seed report",
+    key_metric=chosen_point,
+)

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from convexp import plots
-from convexp.config import SweepBatchConfig
-from convexp.console import Reporter
-from convexp.data import Splits, load_mnist
-from convexp.executor import SEQUENTIAL, Execution
-from convexp.experiments.common import finish_study, read_child, train_child, train_children
-from convexp.models import MNISTConvNet
-from convexp.runs import RunFolder
+from convexp.config import Sweep, derive
+from convexp.experiments.train_mnist import TrainMnistConfig, mnist_convnet_macs
+from convexp.spec import Experiment
 from convexp.stats import mean_std
 
-Config = SweepBatchConfig  # what `convexp sweep-batch` reads from configs/sweep-batch.yaml
-STUDY = True  # its child runs can run in parallel (--jobs)
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.data import Splits
+    from convexp.execution import Execution
+    from convexp.runs import RunFolder
+
+
+@dataclass
+class SweepBatchConfig(TrainMnistConfig):
+    sweep: Sweep = field(default_factory=Sweep)
+
+
+def child_name(batch_size: int, seed: int) -> str:
+    return f"bs{batch_size}-seed{seed}"
 
 
 def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter: Reporter,
-        execution: Execution = SEQUENTIAL) -> dict:
+        execution: Execution | None = None) -> dict:
+    from convexp.data import load_mnist
+    from convexp.execution import SEQUENTIAL
+    from convexp.experiments.common import finish_study, read_child, train_children
+    from convexp.models import MNISTConvNet
+
+    execution = execution or SEQUENTIAL
     cpu_splits = load_mnist(config.data)
     here = cpu_splits.to(device) if execution.in_this_process else None  # workers: no device copy held here
-    points = {f"bs{b}-seed{s}": dataclasses.replace(config, seed=s, train=dataclasses.replace(config.train, batch_size=b))
+    points = {child_name(b, s): derive(config, {"seed": s, "train.batch_size": b})
               for b in config.sweep.batch_sizes for s in config.sweep.seeds}
     reporter.line(f"sweep: {len(points)} runs (batch sizes {config.sweep.batch_sizes} x seeds {config.sweep.seeds})")
     train_children(run, points, train_point, here or cpu_splits, device, execution, reporter,
@@ -48,6 +62,12 @@ def run(config: SweepBatchConfig, run: RunFolder, device: torch.device, reporter
 
 def train_point(parent: Path, name: str, config: SweepBatchConfig, splits: Splits, device: str, reporter: Reporter) -> None:
     """One (batch size, seed) child, here or in a worker process."""
+    import torch
+
+    from convexp.experiments.common import train_child
+    from convexp.models import MNISTConvNet
+    from convexp.runs import RunFolder
+
     on = torch.device(device)
     train_child(RunFolder(parent), "sweep-batch", name, config, lambda: MNISTConvNet(config.model.conv),
                 splits.to(on), on, reporter)
@@ -80,6 +100,8 @@ def aggregate_by_batch_size(rows: list[dict]) -> dict[str, dict]:
 
 
 def write_plots(run: RunFolder, curves: dict) -> None:
+    from convexp import plots
+
     if not curves:
         return
     for key, label in (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy")):
@@ -99,3 +121,24 @@ def show_table(reporter: Reporter, aggregate: dict) -> None:
              fmt(e, "test_accuracy"), fmt(e, "seconds_per_epoch", 2)] for b, e in order]
     reporter.table("sweep-batch (mean ± std over seeds)",
                 ["batch", "runs", "failed", "best val acc", "final val loss", "test acc", "s/epoch"], rows)
+
+
+def best_batch_size(summary: dict) -> str | None:
+    """`convexp runs`: the batch size with the best mean validation accuracy."""
+    results = summary.get("results") or {}
+    best = max(((b, e["best_val_accuracy"]["mean"]) for b, e in results.items() if "best_val_accuracy" in e),
+               key=lambda pair: pair[1], default=None)
+    return f"best val acc {best[1]:.4f} (batch {best[0]})" if best else None
+
+
+SPEC = Experiment(
+    name="sweep-batch",
+    help="Train over batch sizes x seeds (question 8): summary.csv and mean ± std curves.",
+    config=SweepBatchConfig,
+    run=run,
+    questions=("Q8",),
+    study=True,
+    key_metric=best_batch_size,
+    children=lambda config: len(config.sweep.batch_sizes) * len(config.sweep.seeds),
+    macs_per_image=mnist_convnet_macs,
+)

@@ -6,30 +6,70 @@ interleaved in a fresh random order every epoch.
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from convexp import plots
-from convexp.augment import build_pipeline, preview
-from convexp.config import VarresPoolConfig
-from convexp.console import Reporter
-from convexp.data import Splits
-from convexp.experiments.classification import classification_breakdown, write_breakdown
-from convexp.executor import SEQUENTIAL, Execution
-from convexp.experiments.common import finish_study, read_child, train_child, train_children
-from convexp.models import VariableInputNet, count_parameters
-from convexp.runs import RunFolder
+from convexp.config import (
+    Augment,
+    Invalid,
+    RunConfig,
+    Train,
+    VarresData,
+    VarresModel,
+    derive,
+    require_seeds,
+)
+from convexp.errors import ConvexpError
+from convexp.spec import POOLING, Experiment
 from convexp.stats import mean_std
-from convexp.varres import load_varres
 
-Config = VarresPoolConfig  # what `convexp varres-pool` reads from configs/varres-pool.yaml
-STUDY = True  # its child runs can run in parallel (--jobs)
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.data import Splits
+    from convexp.execution import Execution
+    from convexp.models import VariableInputNet
+    from convexp.runs import RunFolder
+
+
+@dataclass
+class VarresPoolConfig(RunConfig):
+    # `seed` is each child's own: the study trains one child per entry of `seeds`
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: VarresData = field(default_factory=VarresData)
+    model: VarresModel = field(default_factory=VarresModel)
+    train: Train = field(default_factory=Train)
+    # Training augmentation, off by default (the report's runs had none); configs/varres-best.yaml
+    # turns it on. Same transforms as `convexp augment`, drawn per image at its own resolution;
+    # plots/augmentations.png previews them on 64 px canvases.
+    augment: Augment = field(default_factory=lambda: Augment(enabled=False))
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_seeds("seeds", self.seeds)
+        smallest = 2 ** (len(self.model.widths) + 1)  # every block halves the size once
+        if min(self.data.resolutions) < smallest:
+            raise Invalid("data.resolutions", f"{{key}} must be at least {smallest} px for the {len(self.model.widths) + 1} "
+                                              f"pooled blocks of model.widths={self.model.widths}; got {self.data.resolutions}")
+
+
+def child_name(pooling: str, seed: int) -> str:
+    return f"{pooling}-seed{seed}"
 
 
 def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter: Reporter,
-        execution: Execution = SEQUENTIAL) -> dict:
+        execution: Execution | None = None) -> dict:
+    from convexp.augment import build_pipeline, preview
+    from convexp.data import Splits
+    from convexp.execution import SEQUENTIAL
+    from convexp.experiments.classification import classification_breakdown
+    from convexp.experiments.common import finish_study, read_child, train_children
+    from convexp.models import count_parameters
+    from convexp.varres import load_varres
+
+    execution = execution or SEQUENTIAL
     train, val, test = load_varres(config.data)
     cpu_splits = Splits(train, val, test, config.data.root)
     here = cpu_splits.to(device) if execution.in_this_process else None  # workers: no device copy held here
@@ -43,8 +83,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
         # on the largest canvases, where shifts and rotations show best
         preview(build_pipeline(config.augment.transforms), train.images[-1], config.augment, config.seeds[0],
                 run.plots / "augmentations.png")
-    points = {f"{pooling}-seed{seed}": dataclasses.replace(config, seed=seed, seeds=[seed],
-                                                          model=dataclasses.replace(config.model, pooling=[pooling]))
+    points = {child_name(pooling, seed): derive(config, {"seed": seed, "seeds": [seed], "model.pooling": [pooling]})
               for pooling in config.model.pooling for seed in config.seeds}
     train_children(run, points, train_point, here or cpu_splits, device, execution, reporter)
     splits = here or cpu_splits.to(device)
@@ -71,6 +110,8 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
 
 def network(config: VarresPoolConfig) -> VariableInputNet:
     """One child's network: its config names a single pooling."""
+    from convexp.models import VariableInputNet
+
     m = config.model
     return VariableInputNet(m.channels, m.pooling[0], m.conv, m.widths, m.norm)
 
@@ -78,18 +119,20 @@ def network(config: VarresPoolConfig) -> VariableInputNet:
 def train_point(parent: Path, name: str, config: VarresPoolConfig, splits: Splits, device: str, reporter: Reporter) -> None:
     """One (pooling, seed) child, here or in a worker process; its test breakdown is written into it
     before it is marked completed."""
+    import torch
+
+    from convexp.augment import build_pipeline
+    from convexp.experiments.classification import BreakdownWriter
+    from convexp.experiments.common import train_child
+    from convexp.runs import RunFolder
+
     on = torch.device(device)
     splits = splits.to(on)
-    title = f"varres-pool ({config.model.pooling[0]}, seed {config.seed}): test confusion matrix"
-
-    def add_breakdown(child, result):
-        if result.test is not None:
-            write_breakdown(child, classification_breakdown(result.test, splits.test, splits.test.resolutions), title)
-
+    breakdown = BreakdownWriter(splits.test, f"varres-pool ({config.model.pooling[0]}, seed {config.seed}): test confusion matrix")
     # Images stay black (0) outside the digit, so uncovered pixels are filled with 0.
     augment = build_pipeline(config.augment.transforms) if config.augment.enabled else None
     train_child(RunFolder(parent), "varres-pool", name, config, lambda: network(config), splits, on, reporter,
-                after_training=add_breakdown, augment=augment)
+                callbacks=(breakdown,), augment=augment)
 
 
 def aggregate(breakdowns: list[dict]) -> dict:
@@ -108,6 +151,8 @@ def aggregate(breakdowns: list[dict]) -> dict:
 
 
 def write_plots(run: RunFolder, results: dict, breakdowns: dict, histories: dict, resolutions: list[int]) -> None:
+    from convexp import plots
+
     if not results:
         return
     for key, label in (("val_accuracy", "validation accuracy"), ("train_loss", "training loss")):
@@ -134,3 +179,40 @@ def show_table(reporter: Reporter, results: dict, resolutions: list[int]) -> Non
              f"{r['seconds_per_epoch']['mean']:.2f}"] for p, r in results.items()]
     reporter.table("varres-pool (test accuracy, mean ± std over seeds)",
                 ["pooling", "runs", "overall"] + [f"{s} px" for s in resolutions] + ["s/epoch"], rows)
+
+
+def test_accuracy_per_pooling(summary: dict) -> str | None:
+    """`convexp runs`: each pooling's mean test accuracy."""
+    results = summary.get("results") or {}
+    return ", ".join(f"{p} {e['test_accuracy']['mean']:.4f}" for p, e in results.items()) or None
+
+
+def one_pooling(config: VarresPoolConfig) -> None:
+    """A sweep point trains one network: a single pooling."""
+    if len(config.model.pooling) != 1:
+        raise ConvexpError(f"varres-pool sweeps one pooling per point; this point has {config.model.pooling}: "
+                           "--set 'model.pooling=[max]', or --grid 'model.pooling=[[max], [mean]]'")
+
+
+def pooling_net_macs(config: VarresPoolConfig) -> float:
+    """Multiply-adds of the global-pooling net's convs on one image, averaged over the resolutions."""
+    from convexp.progress import conv_net_macs
+
+    model, resolutions = config.model, config.data.resolutions
+    return sum(conv_net_macs(model.channels, r, tuple(model.widths)) for r in resolutions) / len(resolutions)
+
+
+SPEC = Experiment(
+    name="varres-pool",
+    help="Global-pooling net on native varres resolutions, max vs mean (questions 11, 14-17).",
+    config=VarresPoolConfig,
+    run=run,
+    questions=("Q16", "Q11", "Q14", "Q17"),
+    study=True,
+    sweepable=True,
+    network=POOLING,
+    key_metric=test_accuracy_per_pooling,
+    children=lambda config: len(config.model.pooling) * len(config.seeds),
+    macs_per_image=pooling_net_macs,
+    check_sweep_point=one_pooling,
+)

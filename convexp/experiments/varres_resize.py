@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from convexp.config import VarresResizeConfig
-from convexp.console import Reporter
-from convexp.data import Splits
-from convexp.experiments.classification import classification_breakdown, write_breakdown
-from convexp.models import MNISTConvNet, to_device
-from convexp.runs import RunFolder
-from convexp.train import seed_everything, train_unit
-from convexp.varres import load_varres, resize_split
+from convexp.config import VarresData
+from convexp.experiments.train_mnist import TrainMnistConfig, mnist_convnet_macs
+from convexp.spec import RESIZE, Experiment
 
-Config = VarresResizeConfig  # what `convexp varres-resize` reads from configs/varres-resize.yaml
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.runs import RunFolder
+
+
+@dataclass
+class VarresResizeConfig(TrainMnistConfig):
+    """MNISTConvNet as in train-mnist, on mnist-varres resized to 28x28."""
+
+    data: VarresData = field(default_factory=VarresData)
 
 
 def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    from convexp.data import Splits
+    from convexp.experiments.classification import (
+        classification_breakdown,
+        write_breakdown,
+    )
+    from convexp.models import MNISTConvNet, to_device
+    from convexp.train import seed_everything, train_unit
+    from convexp.varres import load_varres, resize_split
+
     train, val, test = load_varres(config.data)
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images "
                   f"at {', '.join(map(str, test.resolutions))} px, resized to 28x28")
@@ -34,3 +50,15 @@ def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, report
                 ["overall"] + [f"{r} px" for r in per_resolution] + ["s/epoch"],
                 [[breakdown["test_accuracy"], *per_resolution.values(), f"{result.summary['seconds_per_epoch']:.2f}"]])
     return {}
+
+
+SPEC = Experiment(
+    name="varres-resize",
+    help="mnist-varres resized to 28x28 into MNISTConvNet (questions 12, 13, 17).",
+    config=VarresResizeConfig,
+    run=run,
+    questions=("Q12", "Q13", "Q17"),
+    sweepable=True,
+    network=RESIZE,
+    macs_per_image=mnist_convnet_macs,
+)

@@ -3,9 +3,9 @@
 A Ray worker may be another machine that shares no disk with this one. So each child trains in
 a scratch folder on its worker, seeded with the files its folder already had here (an
 interrupted child goes on from its checkpoint); when it ends, every file of that folder comes
-back and replaces the child's folder here. The study's data travels once through Ray's object
-store (the `splits` argument) or, for `reproduce`'s steps, is read on the worker from the paths
-in the step's config: those must exist there.
+back and replaces the child's folder here. A task's data (ChildTask.data) travels once through
+Ray's object store or, for `reproduce`'s steps, is read on the worker from the paths in the
+step's config: those must exist there.
 
 Each task asks Ray for `threads` CPUs (and one GPU with --device cuda) and is never retried,
 so a child's numbers are those of one run. A worker that dies leaves its child failed with Ray's
@@ -14,17 +14,19 @@ reason; Ctrl-C cancels every task and leaves the children interrupted, resumable
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
-from convexp.executor import ChildTask, Execution, OnEnd, OnStart, settle
+from convexp.execution.task import ChildTask, Execution, settle
 from convexp.runs import write_atomic
 
 
@@ -37,62 +39,71 @@ def import_ray():
     return ray
 
 
-def run_on_ray(tasks: list[ChildTask], execution: Execution, reporter: Reporter, seconds: dict[str, float],
-               hooks: tuple[OnStart, OnEnd]) -> None:
-    ray = import_ray()
-    threads = execution.threads or 1
-    remote = ray.remote(max_retries=0)(train_on_worker)
-    splits_refs: dict[int, object] = {}
-    limit = execution.jobs if execution.jobs > 0 else len(tasks)
-    pending, running = list(tasks), {}  # ObjectRef -> (task, start time)
-    reporter.line(f"running {len(tasks)} child run(s) as Ray tasks, {threads} CPU(s) each"
-                  + (f", at most {limit} at once" if limit < len(tasks) else ""))
-    started_here = False
-    try:
-        started_here = connect(ray, execution.ray_address, reporter)
-        while pending or running:
-            while pending and len(running) < limit:
-                task = pending.pop(0)
-                hooks[0](task)
-                kwargs = dict(task.kwargs)
-                splits = kwargs.pop("splits", None)
-                if splits is not None and id(splits) not in splits_refs:  # into the object store once
-                    splits_refs[id(splits)] = ray.put(splits)
-                gpus = 1 if str(kwargs.get("device", "cpu")).startswith("cuda") else 0
-                ref = remote.options(num_cpus=threads, num_gpus=gpus).remote(
-                    ChildTask(task.name, task.folder, task.function, kwargs, task.work), threads,
-                    folder_files(task.folder), splits_refs.get(id(splits)) if splits is not None else None)
-                running[ref] = (task, time.perf_counter())
-                reporter.line(f"[{task.name}] submitted to Ray")
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                task, started = running.pop(ref)
-                try:
-                    replace_folder(task.folder, ray.get(ref))
-                    status = settle(task, 0)
-                except ray.exceptions.RayError as exc:
-                    status = settle(task, None, reason=f"its Ray task failed ({type(exc).__name__}: "
-                                                       f"{str(exc).splitlines()[0][:200]}); `convexp resume` runs it again")
-                seconds[task.name] = time.perf_counter() - started
-                reporter.line(f"[{task.name}] {status} after {seconds[task.name]:.0f} s")
-                hooks[1](task, seconds[task.name])
-    except BaseException:  # Ctrl-C, or an error here: cancel what runs; what had finished is kept
-        finished, _ = ray.wait(list(running), num_returns=len(running), timeout=0) if running else ([], [])
-        for ref, (task, started) in running.items():
+class RayBackend:
+    """Each child a Ray task asking for `threads` CPUs (and a GPU on CUDA); at most `jobs` at
+    once, or as many as Ray's resources allow (jobs 0)."""
+
+    def __init__(self, execution: Execution, reporter: Reporter, tasks: int):
+        self.ray = import_ray()
+        self.execution = execution
+        self.reporter = reporter
+        self.threads = execution.threads or 1
+        self.limit = execution.jobs if execution.jobs > 0 else tasks
+        self.remote = self.ray.remote(max_retries=0)(train_on_worker)
+        self.data_refs: dict[int, object] = {}  # id(data) -> its ObjectRef: each data set put once
+
+    @contextlib.contextmanager
+    def session(self, tasks: list[ChildTask]) -> Iterator[None]:
+        self.reporter.line(f"running {len(tasks)} child run(s) as Ray tasks, {self.threads} CPU(s) each"
+                           + (f", at most {self.limit} at once" if self.limit < len(tasks) else ""))
+        started_here = connect(self.ray, self.execution.ray_address, self.reporter)
+        try:
+            yield
+        finally:
+            if started_here:
+                self.ray.shutdown()
+
+    def submit(self, task: ChildTask) -> object:
+        data_ref = None
+        if task.data is not None:
+            if id(task.data) not in self.data_refs:  # into the object store once
+                self.data_refs[id(task.data)] = self.ray.put(task.data)
+            data_ref = self.data_refs[id(task.data)]
+        gpus = 1 if str(task.device or "cpu").startswith("cuda") else 0
+        shipped = dataclasses.replace(task, data=None)  # the data goes by reference, not inside the task
+        ref = self.remote.options(num_cpus=self.threads, num_gpus=gpus).remote(shipped, self.threads,
+                                                                              folder_files(task.folder), data_ref)
+        self.reporter.line(f"[{task.name}] submitted to Ray")
+        return ref
+
+    def wait(self, handles: list[object]) -> list[object]:
+        done, _ = self.ray.wait(handles, num_returns=1)
+        return done
+
+    def collect(self, handle: object, task: ChildTask) -> str:
+        try:
+            replace_folder(task.folder, self.ray.get(handle))
+            return settle(task, 0)
+        except self.ray.exceptions.RayError as exc:
+            return settle(task, None, reason=f"its Ray task failed ({type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0][:200]}); `convexp resume` runs it again")
+
+    def stop(self, running: dict[object, ChildTask]) -> None:
+        """Cancel what still runs; the files of a task that had just finished are kept."""
+        refs = list(running)
+        finished, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+        for ref, task in running.items():
             if ref in finished:
                 try:
-                    replace_folder(task.folder, ray.get(ref))
-                except ray.exceptions.RayError:
+                    replace_folder(task.folder, self.ray.get(ref))
+                except self.ray.exceptions.RayError:
                     pass
             else:
-                ray.cancel(ref, force=True)
+                self.ray.cancel(ref, force=True)
             settle(task, None, stopped=True)
-            seconds[task.name] = time.perf_counter() - started
-            hooks[1](task, seconds[task.name])
-        raise
-    finally:
-        if started_here:
-            ray.shutdown()
+
+    def refresh(self) -> None:
+        pass
 
 
 def connect(ray, address: str | None, reporter: Reporter) -> bool:
@@ -157,9 +168,9 @@ def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes], spli
         parent = Path(scratch) / task.folder.parent.name  # the study's own name: children record it
         folder = parent / task.name
         replace_folder(folder, files)
-        kwargs = {**task.kwargs, "parent": parent, **({"splits": splits} if splits is not None else {})}
+        here = dataclasses.replace(task, kwargs={**task.kwargs, "parent": parent})
         try:
-            task.function(**kwargs, reporter=reporter)
+            here.run(reporter, data=splits)
         except Exception as exc:  # recorded in the child's summary.json (a bug: in its log); its files come back all the same
             reporter.line(f"failed: {type(exc).__name__}: {exc}")
         return folder_files(folder)

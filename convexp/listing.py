@@ -6,28 +6,27 @@ from pathlib import Path
 
 from convexp.errors import ConvexpError
 from convexp.experiments import NAMES, spec
-from convexp.runs import is_alive, read_summary
+from convexp.record import RunRecord
+from convexp.runs import is_alive
 
 
-def key_metric(summary: dict) -> str:
+def key_metric(record: RunRecord) -> str:
     """A run's key number: its test accuracy, else what its experiment's spec picks, else its error."""
-    if "test_accuracy" in summary:
-        return f"test acc {summary['test_accuracy']:.4f}"
+    if record.test_accuracy is not None:
+        return f"test acc {record.test_accuracy:.4f}"
     picked = None
-    if summary.get("command") in NAMES:
-        key_metric = spec(summary["command"]).key_metric
-        picked = key_metric(summary) if key_metric is not None else None
+    if record.command in NAMES:
+        key_metric = spec(record.command).key_metric
+        picked = key_metric(record.summary) if key_metric is not None else None
     if picked:
         return picked
-    return summary.get("error", "-")[:60] if summary.get("status") == "failed" else "-"
+    return record.summary.get("error", "-")[:60] if record.status == "failed" else "-"
 
 
-def data_sizes(summary: dict) -> str:
+def data_sizes(record: RunRecord) -> str:
     """'mnist 50000/10000/10000': the data folder's name and its train/val/test sizes."""
-    data = summary.get("data")
-    if not data:
-        return "-"
-    return f"{Path(data['root']).name} {data['train']}/{data['val']}/{data['test']}"
+    data = record.data
+    return f"{Path(data.root).name} {data.train}/{data.val}/{data.test}" if data else "-"
 
 
 def list_runs(out: Path) -> list[list[str]]:
@@ -37,13 +36,13 @@ def list_runs(out: Path) -> list[list[str]]:
     rows = []
     for path in sorted(out.glob("*/summary.json")):
         try:
-            summary = read_summary(path.parent)
+            record = RunRecord.read(path.parent)
         except ConvexpError:
             rows.append([path.parent.name, "?", "unreadable summary.json", "-", "-", "-"])
             continue
-        status = summary.get("status", "?")
+        status = record.status or "?"
         if status == "running" and not is_alive(path.parent):
             status = "dead (killed while running; `convexp resume` it)"
-        rows.append([path.parent.name, summary.get("command", "?"), status,
-                     key_metric(summary), data_sizes(summary), summary.get("started_at", "-")])
+        rows.append([path.parent.name, record.command or "?", status, key_metric(record), data_sizes(record),
+                     record.summary.get("started_at", "-")])
     return rows

@@ -20,21 +20,18 @@ import yaml
 
 from convexp.errors import ConvexpError
 from convexp.experiments import NAMES, spec
+from convexp.record import RunRecord
 from convexp.runs import read_summary
 from convexp.spec import POOLING, RESIZE, Experiment
 from convexp.stats import Spread
 from convexp.verdicts import compare, load_reference, pool_children
 
 
-@dataclass
-class RunInfo:
-    path: Path
-    summary: dict
-    config: dict
+@dataclass(frozen=True)
+class RunInfo(RunRecord):
+    """A run as the report reads it: its record, its config, and what its experiment's spec says."""
 
-    @property
-    def command(self) -> str:
-        return self.summary.get("command", "")
+    config: dict = field(default_factory=dict)
 
     @property
     def experiment(self) -> Experiment | None:
@@ -53,10 +50,6 @@ class RunInfo:
     @property
     def holds_steps(self) -> bool:
         return bool(self.experiment and self.experiment.holds_steps)
-
-    @property
-    def completed(self) -> bool:
-        return self.summary.get("status") == "completed"
 
     def children(self) -> list[RunInfo]:
         """The completed child runs of a study (one per sweep point and seed)."""
@@ -125,7 +118,7 @@ def beyond_spread(a: Spread | None, b: Spread | None) -> str:
 
 
 def test_accuracy(run: RunInfo) -> float:
-    return run.summary["test_accuracy"]
+    return run.test_accuracy
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -202,7 +195,7 @@ def caveats(questions: dict[str, list[RunInfo]]) -> list[str]:
         lines.append("WARNING: accuracies measured on the first few batches of each split only (--fast-dev-run, "
                      "train.max_eval_batches), not on the whole validation and test sets.")
     smaller = sorted({q for q, runs in questions.items() for r in runs
-                      if q in REPORT_TRAIN_SIZES and r.summary.get("data", {}).get("train", REPORT_TRAIN_SIZES[q]) != REPORT_TRAIN_SIZES[q]})
+                      if q in REPORT_TRAIN_SIZES and r.data is not None and r.data.train not in (None, REPORT_TRAIN_SIZES[q])})
     if smaller:
         lines.append(f"WARNING: {', '.join(smaller)} trained on other data than the report's (see Data, e.g. mnist-mini): "
                      "those verdicts do not compare like with like.")
@@ -212,9 +205,9 @@ def caveats(questions: dict[str, list[RunInfo]]) -> list[str]:
 def data_section(runs: list[RunInfo]) -> Section | None:
     rows = []
     for run in runs:
-        data = run.summary.get("data")
+        data = run.data
         if data:
-            rows.append([run.question, run.path.name, data["root"], f"{data['train']:,}", f"{data['val']:,}", f"{data['test']:,}"])
+            rows.append([run.question, run.path.name, data.root, f"{data.train:,}", f"{data.val:,}", f"{data.test:,}"])
     if not rows:
         return None
     return Section("Data", ["The images each run trained, validated and was tested on (from its summary.json)."],
@@ -239,10 +232,10 @@ def config_text(run: RunInfo) -> str:
 def q7_section(done: list[RunInfo]) -> Section | None:
     if not done:
         return None
-    rows = [[r.path.name, f"{r.summary['final']['val_accuracy']:.4f}", f"{r.summary['test_accuracy']:.4f}",
-             f"{r.summary['seconds_per_epoch']:.2f}", r.summary.get("device", "")] for r in done]
-    val = spread([r.summary["final"]["val_accuracy"] for r in done])
-    test = spread([r.summary["test_accuracy"] for r in done])
+    rows = [[r.path.name, f"{r.final['val_accuracy']:.4f}", f"{r.test_accuracy:.4f}",
+             f"{r.seconds_per_epoch:.2f}", r.summary.get("device", "")] for r in done]
+    val = spread([r.final['val_accuracy'] for r in done])
+    test = spread([r.test_accuracy for r in done])
     return Section("Question 7: training MNISTConvNet", [f"{settings(done[0])}: validation {fmt(val)}, test {fmt(test)}."],
                    [(["run", "final val acc", "test acc", "s/epoch", "device"], rows)],
                    images(done[0], "loss.png", "accuracy.png", "batch_loss.png"), config_text(done[0]))
@@ -262,8 +255,8 @@ def batch_size_loss(sweeps: list[RunInfo]) -> dict | None:
     per_sample, summed = {}, {}
     for size in sizes:
         runs = [c for c in children if c.config["train"]["batch_size"] == size]
-        losses = [c.summary["final"]["val_loss"] for c in runs]
-        n_val = runs[0].summary.get("data", {}).get("val", 10_000)
+        losses = [c.final['val_loss'] for c in runs]
+        n_val = (runs[0].data and runs[0].data.val) or 10_000
         per_sample[size] = Spread.of(losses)
         summed[size] = Spread.of([loss * math.ceil(n_val / size) for loss in losses])
     decreasing = all(per_sample[a].mean > per_sample[b].mean for a, b in zip(sizes, sizes[1:]))
@@ -285,16 +278,16 @@ def q8_section(sweeps: list[RunInfo], figures: Path) -> Section | None:
     rows = []
     for size in loss["sizes"]:
         runs = [c for c in children if c.config["train"]["batch_size"] == size]
-        rows.append([str(size), str(len(runs)), fmt(spread([c.summary["best_val_accuracy"] for c in runs])),
+        rows.append([str(size), str(len(runs)), fmt(spread([c.best_val_accuracy for c in runs])),
                      fmt(loss["per_sample"][size]), fmt(loss["summed"][size], 1),
-                     fmt(spread([c.summary["seconds_per_epoch"] for c in runs]), 2)])
-    curves = {size: [[float(row["val_loss"]) for row in read_metrics(c)] for c in children if c.config["train"]["batch_size"] == size]
+                     fmt(spread([c.seconds_per_epoch for c in runs]), 2)])
+    curves = {size: [[float(row["val_loss"]) for row in c.epochs] for c in children if c.config["train"]["batch_size"] == size]
               for size in loss["sizes"]}
     per_sample_png = figures / "q8_val_loss_per_sample.png"
     summed_png = figures / "q8_val_loss_summed.png"
     plots.mean_std_curves({f"batch {b}": runs for b, runs in curves.items()}, "validation loss (mean per digit)",
                           "Validation loss per epoch, averaged per digit", per_sample_png)
-    plots.mean_std_curves({f"batch {b}": [[v * math.ceil(children[0].summary.get('data', {}).get('val', 10_000) / b) for v in run]
+    plots.mean_std_curves({f"batch {b}": [[v * math.ceil(((children[0].data and children[0].data.val) or 10_000) / b) for v in run]
                                           for run in runs] for b, runs in curves.items()},
                           "validation loss (sum of batch means)", "The same losses summed per batch, as a loop may add them",
                           summed_png)
@@ -310,22 +303,15 @@ def q8_section(sweeps: list[RunInfo], figures: Path) -> Section | None:
                    [per_sample_png, summed_png] + images(children[0], "accuracy.png"), config_text(children[0]))
 
 
-def read_metrics(run: RunInfo) -> list[dict]:
-    import csv
-
-    with (run.path / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
 def q9_section(done: list[RunInfo]) -> Section | None:
     if not done:
         return None
     on = [r for r in done if r.summary.get("augmented")]
     off = [r for r in done if not r.summary.get("augmented")]
-    rows = [[label, str(len(group)), fmt(spread([r.summary["final"]["val_accuracy"] for r in group])),
+    rows = [[label, str(len(group)), fmt(spread([r.final['val_accuracy'] for r in group])),
              fmt(spread([test_accuracy(r) for r in group])), fmt(spread(test_at_best_validation(group))),
-             fmt(spread([max(float(row["test_accuracy"]) for row in read_metrics(r)) for r in group])),
-             fmt(spread([r.summary["seconds_per_epoch"] for r in group]), 2)]
+             fmt(spread([max(float(row["test_accuracy"]) for row in r.epochs) for r in group])),
+             fmt(spread([r.seconds_per_epoch for r in group]), 2)]
             for label, group in (("augmented", on), ("plain", off)) if group]
     shown = on[0] if on else done[0]
     text = [f"{settings(done[0])}. Augmented vs plain test accuracy (final epoch) beyond the seed spread: "
@@ -344,26 +330,26 @@ def test_at_best_validation(runs: list[RunInfo]) -> list[float]:
     """Each run's test accuracy at its epoch of best validation accuracy (runs that test every epoch)."""
     values = []
     for run in runs:
-        rows = read_metrics(run)
+        rows = run.epochs
         if rows and "test_accuracy" in rows[0]:
             values.append(float(max(rows, key=lambda row: float(row["val_accuracy"]))["test_accuracy"]))
     return values
 
 
 def per_resolution_rows(label: str, runs: list[RunInfo]) -> list[str]:
-    resolutions = list(runs[0].summary["accuracy_per_resolution"])
+    resolutions = list(runs[0].accuracy_per_resolution)
     return [label, str(len(runs)), fmt(spread([test_accuracy(r) for r in runs]))] + [
-        fmt(spread([r.summary["accuracy_per_resolution"][res] for r in runs])) for res in resolutions]
+        fmt(spread([r.accuracy_per_resolution[res] for r in runs])) for res in resolutions]
 
 
 def resolution_header(runs: list[RunInfo]) -> list[str]:
-    return ["network", "runs", "test overall"] + [f"{r} px" for r in runs[0].summary["accuracy_per_resolution"]]
+    return ["network", "runs", "test overall"] + [f"{r} px" for r in runs[0].accuracy_per_resolution]
 
 
 def q12_section(done: list[RunInfo]) -> Section | None:
     if not done:
         return None
-    val = spread([r.summary["final"]["val_accuracy"] for r in done])
+    val = spread([r.final['val_accuracy'] for r in done])
     return Section("Question 12: mnist-varres resized to 28x28", [f"{settings(done[0])}: validation {fmt(val)}."],
                    [(resolution_header(done), [per_resolution_rows("resize to 28", done)])],
                    images(done[0], "accuracy.png", "confusion.png"), config_text(done[0]))
@@ -411,7 +397,7 @@ def beyond_section(done: list[RunInfo], q17: list[RunInfo]) -> Section | None:
     theirs = next(r.value for r in load_reference() if r.key == "Q17_pool")  # the report's 98.89%
     parameters = best[0].summary.get("parameters", 0)
     within = "within" if parameters <= record["budget"] else "OVER"
-    seconds = spread([c.summary["seconds_per_epoch"] for c in best])
+    seconds = spread([c.seconds_per_epoch for c in best])
     epochs = best[0].config.get("train", {}).get("epochs", 0)
     text = [
         f"configs/varres-best.yaml: {parameters:,} parameters, {within} the budget of {record['budget']:,} "
@@ -550,12 +536,12 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
             raise ConvexpError(f"{run_dir} {info.experiment.not_reported}")
     runs = collect(run_dirs)
     runs += [info for info in given.values() if info.holds_steps]  # their step times
-    if not any(r.summary.get("status") == "completed" for r in runs):
+    if not any(r.completed for r in runs):
         raise ConvexpError("none of the runs given has completed: nothing to report; `convexp resume` a run "
                            "(see `convexp runs`) and report it when it has")
     target = out or (run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent)
     target.mkdir(parents=True, exist_ok=True)
-    unfinished = [f"WARNING: {d} is {info.summary.get('status', 'unknown')}, not completed: what it did not "
+    unfinished = [f"WARNING: {d} is {info.status or 'unknown'}, not completed: what it did not "
                   f"finish shows as 'not run' or with fewer seeds; `convexp resume {d}` completes it."
                   for d, info in given.items() if not info.completed]
     sections = build(runs, target / "report-plots", unfinished)

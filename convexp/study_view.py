@@ -7,14 +7,13 @@ nothing from the workers but the files they already keep.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from convexp.errors import ConvexpError
 from convexp.progress import duration
-from convexp.runs import read_summary
+from convexp.record import METRICS, RunRecord, read_metrics
 
 
 @dataclass
@@ -36,21 +35,20 @@ class ChildProgress:
 def child_progress(name: str, folder: Path, epochs_planned: int, started: float | None, status: str) -> ChildProgress:
     """What a child's folder says now: its epochs so far (its own and its children's, for a study
     step) and the latest validation accuracy."""
-    metrics = [folder / "metrics.csv", *sorted(folder.glob("*/metrics.csv"))]
+    runs = [folder, *sorted(path.parent for path in folder.glob(f"*/{METRICS}"))]
     done, latest, latest_time = 0, None, -1.0
-    for path in metrics:
+    for run in runs:
         try:
-            with path.open() as f:
-                rows = list(csv.DictReader(f))
-            modified = path.stat().st_mtime
+            rows = read_metrics(run)
+            modified = (run / METRICS).stat().st_mtime
         except OSError:  # not written yet, or being replaced
             continue
         done += len(rows)
-        if rows and modified > latest_time and rows[-1].get("val_accuracy"):
-            latest, latest_time = float(rows[-1]["val_accuracy"]), modified
+        if rows and modified > latest_time and "val_accuracy" in rows[-1]:
+            latest, latest_time = rows[-1]["val_accuracy"], modified
     if status == "running":
         try:
-            status = read_summary(folder).get("status") or "starting"
+            status = RunRecord.read(folder).status or "starting"
         except ConvexpError:
             pass
     seconds = time.perf_counter() - started if started is not None else None

@@ -29,6 +29,7 @@ from convexp.data import Split, Splits
 from convexp.errors import ConvexpError
 from convexp.interrupts import raise_if_interrupted
 from convexp.models import count_parameters
+from convexp.record import read_metrics
 from convexp.runs import RunFolder
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -386,7 +387,7 @@ def read_completed(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train)
     model.load_state_dict(torch.load(run.path / "model.pt", map_location="cpu", weights_only=True))
     summary = run.read_summary()
     history = History(
-        rows=[{k: float(v) for k, v in row.items()} for row in read_csv(run, "metrics.csv")],
+        rows=read_metrics(run.path),
         epoch_seconds=summary.get("epoch_seconds", []),
     )
     for row in read_csv(run, "batches.csv"):

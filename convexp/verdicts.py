@@ -58,15 +58,15 @@ def verdict(reference: Reference, ours: Spread | None) -> str:
 
 
 # -- our numbers, from the runs of each question ---------------------------------------------------
-# A run here is anything with `.summary` (summary.json as a dict), `.config`, `.network` (which
-# of question 17's networks its experiment trains) and `.children()` (the child runs of a
-# study): report.RunInfo.
+# A run here is a record (convexp/record.py: its summary.json's fields by name) with `.config`,
+# `.network` (which of question 17's networks its experiment trains) and `.children()` (the
+# child runs of a study): report.RunInfo.
 
 Runs = dict  # question -> list of runs
 
 
 def final(key: str) -> Callable:
-    return lambda run: run.summary["final"][key]
+    return lambda run: run.final[key]
 
 
 def values(runs: list, number: Callable) -> list[float]:
@@ -85,16 +85,16 @@ def sweep_children(runs: list, batch_size: int) -> list:
 
 OUR_NUMBERS: dict[str, Callable[[Runs], list[float]]] = {
     "q7_val_accuracy": lambda q: values(q.get("Q7", []), final("val_accuracy")),
-    "q8_best_val_accuracy_batch32": lambda q: values(sweep_children(q.get("Q8", []), 32), lambda r: r.summary["best_val_accuracy"]),
+    "q8_best_val_accuracy_batch32": lambda q: values(sweep_children(q.get("Q8", []), 32), lambda r: r.best_val_accuracy),
     "q9_augmented_test_accuracy": lambda q: values([r for r in q.get("Q9", []) if r.summary.get("augmented")],
-                                                   lambda r: r.summary["test_accuracy"]),
+                                                   lambda r: r.test_accuracy),
     "q12_val_accuracy": lambda q: values(q.get("Q12", []), final("val_accuracy")),
-    "q16_max_test_accuracy": lambda q: values(pool_children(q.get("Q16", []), "max"), lambda r: r.summary["test_accuracy"]),
-    "q16_mean_test_accuracy": lambda q: values(pool_children(q.get("Q16", []), "mean"), lambda r: r.summary["test_accuracy"]),
+    "q16_max_test_accuracy": lambda q: values(pool_children(q.get("Q16", []), "max"), lambda r: r.test_accuracy),
+    "q16_mean_test_accuracy": lambda q: values(pool_children(q.get("Q16", []), "mean"), lambda r: r.test_accuracy),
     "q17_resize_test_accuracy": lambda q: values([r for r in q.get("Q17", []) if r.network == RESIZE],
-                                                 lambda r: r.summary["test_accuracy"]),
+                                                 lambda r: r.test_accuracy),
     "q17_pool_test_accuracy": lambda q: values(pool_children([r for r in q.get("Q17", []) if r.network == POOLING], "max"),
-                                               lambda r: r.summary["test_accuracy"]),
+                                               lambda r: r.test_accuracy),
     "q15_parameters_n81": lambda q: [float(run.summary["parameters"][name]) for run in q.get("Q15", [])
                                      for name in run.summary.get("parameters", {}) if name == "VariableInputNet(N=81)"],
 }

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "convexp"
 
 # Lowest first: a module may import from its own layer and the layers below it, never above.
 LAYERS = [
-    {"convexp.errors", "convexp.interrupts", "convexp.memory", "convexp.fork_server", "convexp.stats", "convexp.callbacks",
+    {"convexp.errors", "convexp.interrupts", "convexp.memory", "convexp.fork_server", "convexp.stats", "convexp.callbacks", "convexp.record",
      "convexp.data_roots", "convexp.spec", "convexp.config", "convexp.autograd", "convexp.models", "convexp.shapes",
      "convexp.image_cache", "convexp.runs", "convexp.console", "convexp.progress", "convexp.plots", "convexp.data",
      "convexp.varres", "convexp.augment", "convexp.study_view"},

@@ -26,7 +26,8 @@ from convexp.config import (
     require_seeds,
 )
 from convexp.errors import ConvexpError
-from convexp.runs import RunFolder, read_summary
+from convexp.record import RunRecord, read_metrics
+from convexp.runs import RunFolder
 from convexp.spec import Experiment
 from convexp.stats import mean_std
 
@@ -222,9 +223,7 @@ def leaf_runs(folder: Path) -> list[Path]:
 
 
 def validation_metric(folder: Path, select: str) -> float:
-    from convexp.train import read_csv
-
-    rows = [row for leaf in leaf_runs(folder) for row in read_csv(RunFolder(leaf), "metrics.csv")]
+    rows = [row for leaf in leaf_runs(folder) for row in read_metrics(leaf)]
     if select == "best_val_accuracy":
         return max(float(row["val_accuracy"]) for row in rows)
     return float(rows[-1][select])  # the final epoch's
@@ -236,7 +235,7 @@ def rank(config: SweepConfig, points: list[Point], run: RunFolder) -> list[dict]
     ranking = []
     for point in points:
         values = [validation_metric(run.path / f"{point.name}-seed{s}", config.select) for s in config.seeds
-                  if read_summary(run.path / f"{point.name}-seed{s}").get("status") == "completed"]
+                  if RunRecord.read(run.path / f"{point.name}-seed{s}").completed]
         mean, std = mean_std(values) if values else (float("nan"), float("nan"))
         ranking.append({"point": point, "mean": mean, "std": std, "runs": len(values),
                         "failed": len(config.seeds) - len(values)})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 Pair = tuple[int, int]
 
@@ -167,6 +168,7 @@ class Conv2dFunction(torch.autograd.Function):
         return out.view(b, c_out, h_out, w_out)
 
     @staticmethod
+    @once_differentiable  # in-place products into buffers: a second derivative through them would be wrong
     def backward(ctx, grad_out):
         unfolded, weight = ctx.saved_tensors
         h, w, kh, kw, geometry, has_bias = ctx.conv_args
@@ -238,6 +240,7 @@ class Conv2dRows(torch.autograd.Function):
         return out.view(b, *out_size, c_out).permute(0, 3, 1, 2)  # (b, c_out, h_out, w_out)
 
     @staticmethod
+    @once_differentiable  # in-place products into buffers: a second derivative through them would be wrong
     def backward(ctx, grad_out):
         saved, weight_rows = ctx.saved_tensors
         (b, c, h, w), (kh, kw), geometry, out_size, has_bias, chunk = ctx.conv_args

@@ -126,8 +126,10 @@ def test_accuracy(run: RunInfo) -> float:
 
 def build(runs: list[RunInfo], figures: Path, warnings: list[str] = ()) -> list[Section]:
     questions = by_question(runs)
+    checked = part1_runs(runs)
     sections = [
-        headline_section(questions, list(warnings)),
+        headline_section(questions, list(warnings), checked),
+        part1_section(checked),
         data_section(runs),
         q7_section(questions.get("Q7", [])),
         q8_section(questions.get("Q8", []), figures),
@@ -143,7 +145,7 @@ def build(runs: list[RunInfo], figures: Path, warnings: list[str] = ()) -> list[
     return [s for s in sections if s is not None]
 
 
-def headline_section(questions: dict[str, list[RunInfo]], warnings: list[str] = ()) -> Section:
+def headline_section(questions: dict[str, list[RunInfo]], warnings: list[str] = (), part1: list[RunInfo] = ()) -> Section:
     rows = [[row.reference.key, row.reference.claim, f"{row.reference.value:g} ± {row.reference.precision:g}",
              fmt(row.ours, 0 if row.reference.value >= 1 else 4), row.verdict] for row in compare(questions)]
     comparisons = []
@@ -173,6 +175,7 @@ def headline_section(questions: dict[str, list[RunInfo]], warnings: list[str] = 
             "seeds: overlapping is 'reproduced', ours wholly above is 'better', wholly below is 'below'.",
             "Nothing here was chosen on the test set: every setting is the report's own (configs/*.yaml and "
             "configs/reproduce.yaml), and test accuracy is measured once, after training, for reporting only."]
+    rows += part1_headline(part1)
     tables = [(["question", "the report", "its number", "ours (mean ± std)", "verdict"], rows)]
     if comparisons:
         tables.append((["comparison", "ours", "difference", "beyond the seed spread"], comparisons))
@@ -200,6 +203,47 @@ def caveats(questions: dict[str, list[RunInfo]]) -> list[str]:
         lines.append(f"WARNING: {', '.join(smaller)} trained on other data than the report's (see Data, e.g. mnist-mini): "
                      "those verdicts do not compare like with like.")
     return lines
+
+
+def part1_runs(runs: list[RunInfo]) -> list[RunInfo]:
+    """The runs that checked Part 1, failed ones too: a failed check is Part 1's result, not a missing one."""
+    return [r for r in runs if r.question == "part1" and r.summary.get("part1")]
+
+
+def part1_headline(done: list[RunInfo]) -> list[list[str]]:
+    """The headline table's row for Part 1: every derivation checked, or which failed."""
+    if not done:
+        return []
+    part1 = done[-1].summary.get("part1", {})
+    failed = [q for q, e in part1.items() if e["verdict"] == "failed"]
+    errors = [e["max_abs_error"] for e in part1.values() if e["max_abs_error"] is not None]
+    checks = f"{done[-1].summary.get('checks', 0)} checks, largest float32 error {max(errors):.1e}" if errors else "-"
+    return [["Part 1", "hand-derived backward passes (questions 1-4, conv 1-6) equal PyTorch's", "gradcheck", checks,
+             "failed" if failed or not done[-1].completed else "checked"]]
+
+
+def part1_section(done: list[RunInfo]) -> Section | None:
+    """Part 1 of the report, its derivations checked by `convexp gradcheck` (results.csv beside it)."""
+    if not done:
+        return None
+    run = done[-1]  # a study runs it once
+    rows = [[question, entry["formula"], str(entry["checks"]),
+             "-" if entry["max_abs_error"] is None else f"{entry['max_abs_error']:.1e}", entry["verdict"]]
+            for question, entry in run.summary.get("part1", {}).items()]
+    text = [f"Each hand-written backward of convexp/autograd.py against PyTorch's own op ({run.path.name}/results.csv, "
+            "one row per question, Function and shape): torch.autograd.gradcheck in float64 at the report's shapes "
+            "(MNISTConvNet's layers, question 10's 5x5 stride-2 kernel, the global-pooling net's layers) and at shapes "
+            "drawn from the seed; gradgradcheck where a Function has a second derivative (the convs' backward is "
+            "once-differentiable: not theirs); the largest float32 error of the forward and every gradient; PyTorch's "
+            "OpInfo samples of F.conv2d; the output-size formula over a grid.",
+            "The report's own layout of the convolution (F.unfold + matmul, F.fold back, as printed in its question 6) "
+            "is `conv: unfold-reference`; `unfold` is the same maths laid out for speed. Both are checked.",
+            "Question 10 prints w_new = floor((h + 2p - k) / s) without its + 1; its numbers (383 x 511) are the "
+            "formula's with the + 1, which is what is checked."]
+    if not run.completed:
+        text.insert(0, f"WARNING: {run.path.name} {run.status}: {run.summary.get('error', '')}")
+    return Section("Part 1: the derivations, checked", text,
+                   [(["question", "derivation", "checks", "largest float32 error", "verdict"], rows)])
 
 
 def data_section(runs: list[RunInfo]) -> Section | None:
@@ -485,7 +529,7 @@ def render_markdown(sections: list[Section], where: Path, sources: list[Path]) -
     return "\n".join(lines)
 
 
-VERDICT_CLASS = {"yes": "good", "reproduced": "good", "better": "good", "below": "bad"}
+VERDICT_CLASS = {"yes": "good", "reproduced": "good", "better": "good", "checked": "good", "below": "bad", "failed": "bad"}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -536,7 +580,7 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
             raise ConvexpError(f"{run_dir} {info.experiment.not_reported}")
     runs = collect(run_dirs)
     runs += [info for info in given.values() if info.holds_steps]  # their step times
-    if not any(r.completed for r in runs):
+    if not any(r.completed for r in runs) and not part1_runs(runs):
         raise ConvexpError("none of the runs given has completed: nothing to report; `convexp resume` a run "
                            "(see `convexp runs`) and report it when it has")
     target = out or (run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent)

@@ -5,7 +5,6 @@ or from one another: pytest loads conftest.py itself, and a second import would 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import itertools
 import os
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from convexp import autograd
+from convexp import derivations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -309,29 +307,14 @@ GRADCHECK_CASES = {
     "everything": ((2, 4, 8, 7), (4, 2, 2, 3), {"groups": 2, "dilation": (2, 1), "padding": "same"}),
 }
 
-TOLERANCE = {torch.float64: {}, torch.float32: {"rtol": 1e-4, "atol": 1e-4}}  # float64: assert_close's tight default
+TOLERANCE = {torch.float64: {}, torch.float32: derivations.TOLERANCE}  # float64: assert_close's tight default
 
 
-@functools.cache
 def conv2d_opinfo():
+    """PyTorch's OpInfo of nn.functional.conv2d, as `convexp gradcheck` takes it; skips without its test packages."""
     pytest.importorskip("expecttest", reason="PyTorch's OpInfo samples need the test package expecttest (make setup installs it)")
     pytest.importorskip("hypothesis", reason="PyTorch's OpInfo samples need the test package hypothesis (make setup installs it)")
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    (op,) = [o for o in op_db if o.name == "nn.functional.conv2d" and o.variant_test_name == ""]
-    return op
+    return derivations.conv2d_opinfo()
 
 
-def run_sample(sample, algorithm: str, tolerance: dict) -> None:
-    weight, *rest = sample.args
-    bias = rest[0] if rest else sample.kwargs.get("bias")
-    options = {k: v for k, v in sample.kwargs.items() if k != "bias"}
-    inputs = [t for t in (sample.input, weight, bias) if isinstance(t, torch.Tensor) and t.requires_grad]
-    ours = autograd.conv2d(sample.input, weight, bias, algorithm=algorithm, **options)
-    expected = F.conv2d(sample.input, weight, bias, **options)
-    torch.testing.assert_close(ours, expected, **tolerance)
-    grad = torch.randn_like(expected)
-    for mine, theirs in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(mine, theirs, **tolerance)
-
-
+run_sample = derivations.run_opinfo_sample  # one OpInfo sample through a layout against F.conv2d

@@ -17,7 +17,7 @@ LAYERS = [
      "convexp.image_cache", "convexp.runs", "convexp.console", "convexp.progress", "convexp.plots", "convexp.data",
      "convexp.varres", "convexp.augment", "convexp.study_view"},
     {"convexp.train", "convexp.lifecycle", "convexp.benchmark", "convexp.execution", "convexp.execution.task",
-     "convexp.execution.loop", "convexp.execution.workers", "convexp.execution.ray_tasks"},
+     "convexp.execution.loop", "convexp.execution.workers", "convexp.execution.ray_tasks", "convexp.derivations"},
     "experiments",  # convexp.experiments and every module in it
     {"convexp.sweep_options", "convexp.application", "convexp.verdicts", "convexp.report", "convexp.listing"},
     {"convexp.cli", "convexp.__main__"},

@@ -57,7 +57,7 @@ def reproduced(tmp_path_factory):
     return run, result.stdout
 
 
-STEPS_OF_SEED_0 = ["count-params", "train-mnist-seed0", "sweep-batch-seed0", "augment-on-seed0", "augment-off-seed0",
+STEPS_OF_SEED_0 = ["part1", "count-params", "train-mnist-seed0", "sweep-batch-seed0", "augment-on-seed0", "augment-off-seed0",
                    "varres-resize-seed0", "varres-pool-seed0", "final-resize-seed0", "final-pool-seed0",
                    "varres-best-seed0"]
 
@@ -68,7 +68,7 @@ def test_reproduce_runs_every_question_in_order(reproduced):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["fast_dev_run"] is True
     assert summary["steps"] == STEPS_OF_SEED_0  # --fast-dev-run: one seed round
-    assert set(summary["questions"].values()) == {"Q7", "Q8", "Q9", "Q12", "Q15", "Q16", "Q17", "beyond"}
+    assert set(summary["questions"].values()) == {"part1", "Q7", "Q8", "Q9", "Q12", "Q15", "Q16", "Q17", "beyond"}
     assert set(summary["step_seconds"]) == set(STEPS_OF_SEED_0) and summary["total_seconds"] > 0
     for step in summary["steps"]:
         child = json.loads((run / step / "summary.json").read_text())
@@ -81,7 +81,7 @@ def test_reproduce_runs_every_question_in_order(reproduced):
     assert "eval_batch_size: 32\n" in final and "max_eval_batches: 5\n" in final
     assert "pooling:\n  - max\n" in (run / "final-pool-seed0" / "config.yaml").read_text()
     # progress: which step, and where the whole study stands
-    assert "[3/10] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
+    assert "[4/11] Q8 sweep-batch-seed0: convexp sweep-batch" in stdout
     best = (run / "varres-best-seed0" / "config.yaml").read_text()  # configs/varres-best.yaml's network
     assert "widths:\n  - 16\n  - 32\n  - 32\n" in best and "norm: batch" in best and "schedule: cosine" in best
     assert (run / "varres-best-seed0" / "plots" / "augmentations.png").is_file()  # its augment.preview_*
@@ -294,8 +294,28 @@ def test_reproduce_interrupted_mid_step_then_resumed_trains_the_same_bytes(repro
     run, _ = reproduced
     # The fixture's varres folder: the same images, without building them again.
     args = fast_study(str(run / "mnist-varres"))
-    # Each child of a fast dev run trains 5 batches; count-params trains none. train-mnist is batches
+    # Each child of a fast dev run trains 5 batches; part1 and count-params train none. train-mnist is batches
     # 1-5, sweep-batch's children (batch 16, 32, 64) 6-10, 11-15, 16-20: batch 13 stops the study in
     # the middle of sweep-batch's batch-32 child, with a child done before it and one still to come.
     resumed = interrupted_then_resumed(args, tmp_path, batch=13)
     assert_same_files(resumed, run)
+
+
+@pytest.mark.slow
+def test_part_one_is_on_the_page_of_a_fast_dev_run_study(reproduced):
+    """The study's first step checks the derivations; the report shows each question's verdict
+    with the largest error that results.csv holds, and a headline row."""
+    run, _ = reproduced
+    markdown = (run / "report.md").read_text()
+    section = markdown.split("## Part 1: the derivations, checked")[1].split("\n## ")[0]
+    with (run / "part1" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for question in ("Q1", "Q2", "Q3", "Q4", "conv Q1", "conv Q2", "conv Q3", "conv Q4", "conv Q5", "conv Q6"):
+        checked = [r for r in rows if r["question"] == question]
+        errors = [float(r["max_abs_error"]) for r in checked if r["max_abs_error"]]
+        largest = f"{max(errors):.1e}" if errors else "-"
+        assert f"| {question} | " in section and f"| {len(checked)} | {largest} | checked |" in section, question
+    assert "`conv: unfold-reference`" in section and "without its + 1" in section
+    total = len(rows)
+    assert re.search(rf"\| Part 1 \| hand-derived backward passes .* \| gradcheck \| {total} checks, largest float32 error "
+                     r"[0-9.e+-]+ \| checked \|", markdown)

@@ -12,7 +12,7 @@ from convexp.errors import ConvexpError
 
 # In this order on `convexp --help`.
 NAMES = ("train-mnist", "sweep-batch", "augment", "varres-resize", "varres-pool", "bench", "count-params",
-         "reproduce", "sweep")
+         "gradcheck", "reproduce", "sweep")
 
 
 def spec(name: str):

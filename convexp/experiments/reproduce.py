@@ -98,6 +98,7 @@ class StepPlan:
     data: str = ""  # "mnist" or "varres": which of the study's data it trains on
     file: str = ""  # default: <experiment>.yaml
     changes: dict[str, Any] = field(default_factory=dict)
+    conv_key: str = "model.conv"  # the key that takes the study's conv ("": the step has none)
     seeds_key: str = ""  # a study step's key listing its seeds: set to [this round's seed]
     final: bool = False  # question 17's longer training at the report's tuned learning rate (config.final)
     per_seed: bool = True
@@ -106,7 +107,8 @@ class StepPlan:
 
 # Seed by seed: each round answers every question once, so a study cut short still covers them all.
 STEPS = [
-    StepPlan("count-params", "Q15", "count-params", changes={"match": True}, per_seed=False),
+    StepPlan("part1", "part1", "gradcheck", conv_key="", per_seed=False),  # both conv layouts, whatever `conv` is
+    StepPlan("count-params", "Q15", "count-params", changes={"match": True}, conv_key="conv", per_seed=False),
     StepPlan("train-mnist", "Q7", "train-mnist", "mnist"),
     StepPlan("sweep-batch", "Q8", "sweep-batch", "mnist", seeds_key="sweep.seeds"),
     StepPlan("augment-on", "Q9", "augment", "mnist", changes={"augment.enabled": True}),
@@ -142,9 +144,10 @@ def base_config(plan: StepPlan, config: ReproduceConfig) -> Any:
 
 def step_changes(plan: StepPlan, config: ReproduceConfig, seed: int, varres_root: Path, device: str) -> dict[str, Any]:
     """What the study lays over the step's own config: its data, seed, device and conv."""
-    if not plan.data:  # count-params: shapes, no data and no seed
-        return {"device": device, "conv": config.conv, **plan.changes}
-    changes = {"seed": seed, "device": device, "model.conv": config.conv}
+    conv = {plan.conv_key: config.conv} if plan.conv_key else {}
+    if not plan.data:  # part1, count-params: no data, and their own seed
+        return {"device": device, **conv, **plan.changes}
+    changes = {"seed": seed, "device": device, **conv}
     if plan.data == "mnist":
         changes |= {"data.root": config.mnist_root, "data.download": config.download, "data.val_split": config.val_split}
     else:

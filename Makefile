@@ -16,8 +16,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/pip install --quiet -e '.[dev,ray]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import convexp.cli, torch, torchvision, ray" && touch $@
+	$(BIN)/pip install --quiet -e '.[dev,ray,log,export,search]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -c "import convexp.cli, torch, torchvision, ray, tensorboard, mlflow, onnxruntime, optuna" && touch $@
 
 # Tests run in parallel processes, one per core (at most 4), one torch thread each; tests that
 # share a module fixture (an xdist_group) stay in one process; in tests/conftest.py's order,

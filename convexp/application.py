@@ -120,7 +120,7 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
     run = RunFolder(run_dir)
     summary = run.read_summary() if run.path.is_dir() else {}
     if summary.get("child_of"):
-        parent = run.path.parent
+        parent = run.resume_folder()
         raise ConvexpError(f"{run_dir} is one run of the study {parent}: resume the study, `convexp resume {parent}`")
     command = summary.get("command")
     if not command or not (run.path / "config.yaml").is_file():

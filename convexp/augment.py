@@ -12,6 +12,7 @@ pixels with the background value (black), so values stay in the input's range.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,18 +45,26 @@ class Pixelwise:
     apply: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float: YAML's .nan and .inf are floats too, and would train on NaN images."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def as_range(value: Any, name: str, symmetric: bool = True) -> tuple[float, float]:
     """`d` -> (-d, d); `[lo, hi]` -> (lo, hi)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         if value < 0:
             raise ConvexpError(f"{name} must be 0 or more; got {value}")
         return (-float(value), float(value)) if symmetric else (float(value), float(value))
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value):
         low, high = float(value[0]), float(value[1])
         if low > high:
             raise ConvexpError(f"{name} range [{low}, {high}] is reversed: write [low, high]")
         return low, high
-    raise ConvexpError(f"{name} must be a number or a [low, high] pair; got {value!r}")
+    raise ConvexpError(f"{name} must be a finite number or a [low, high] pair of them; got {value!r}")
+
+
+MAX_DEGREES = 180  # U(-180, 180) already reaches every angle; more only skews the draw
 
 
 def random_affine(degrees: Any, translate: Any = None, scale: Any = None) -> Geometric:
@@ -66,10 +75,12 @@ def random_affine(degrees: Any, translate: Any = None, scale: Any = None) -> Geo
 def affine(degrees: Any, translate: Any, scale: Any, name: str) -> Geometric:
     """random_affine's work; `name` is the transform the config named, for its error messages."""
     rotation = as_range(degrees, f"{name} degrees")
+    if max(map(abs, rotation)) > MAX_DEGREES:
+        raise ConvexpError(f"{name} degrees must be within [-{MAX_DEGREES}, {MAX_DEGREES}]; got {degrees!r}")
     shift = (0.0, 0.0)
     if translate is not None:
         if not (isinstance(translate, (list, tuple)) and len(translate) == 2
-                and all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in translate)):
+                and all(is_number(t) and 0 <= t <= 1 for t in translate)):
             raise ConvexpError(f"RandomAffine translate must be [fx, fy] with fractions in [0, 1]; got {translate!r}")
         shift = (float(translate[0]), float(translate[1]))
     zoom = as_range(scale, "RandomAffine scale", symmetric=False) if scale is not None else (1.0, 1.0)
@@ -107,9 +118,9 @@ def random_rotation(degrees: Any) -> Geometric:
 
 def random_perspective(distortion_scale: float = 0.5, p: float = 0.5) -> Geometric:
     """Each corner moves inwards by up to distortion_scale of the half size, with probability p."""
-    if not isinstance(distortion_scale, (int, float)) or not 0 <= distortion_scale <= 1:
+    if not is_number(distortion_scale) or not 0 <= distortion_scale <= 1:
         raise ConvexpError(f"RandomPerspective distortion_scale must be in [0, 1]; got {distortion_scale!r}")
-    if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+    if not is_number(p) or not 0 <= p <= 1:
         raise ConvexpError(f"RandomPerspective p must be in [0, 1]; got {p!r}")
 
     def draw(b: int, generator: torch.Generator, device) -> torch.Tensor:

@@ -11,6 +11,27 @@ class ConvexpError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: object = ""):
+        super().__init__(cut(str(message)))
+
+
+MAX_MESSAGE = 1000  # characters; the fix comes last, so a long message keeps its end
+
+
+def cut(message: str, limit: int = MAX_MESSAGE) -> str:
+    """One line a terminal can show: a value echoed in full (a config's aliases expanded, a long
+    path) is cut in its middle, keeping what is wrong (the start) and how to fix it (the end)."""
+    if len(message) <= limit:
+        return message
+    head, tail = message[: limit * 2 // 3], message[-limit // 3:]
+    return f"{head} [... {len(message) - len(head) - len(tail):,} characters ...] {tail}"
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """repr(value) as an error echoes it: at most `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
 
 class DiskFull(ConvexpError):
     """No space left while writing a run: every run after it would fail the same way, so a study stops."""

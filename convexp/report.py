@@ -21,10 +21,15 @@ import yaml
 from convexp.errors import ConvexpError
 from convexp.experiments import NAMES, spec
 from convexp.record import RunRecord
-from convexp.runs import read_summary
+from convexp.runs import RunFolder, make_folder, read_summary
 from convexp.spec import POOLING, RESIZE, Experiment
 from convexp.stats import Spread
-from convexp.verdicts import compare, load_reference, pool_children
+from convexp.verdicts import (
+    compare,
+    load_reference,
+    pool_children,
+    seeds_of_one_configuration,
+)
 
 
 @dataclass(frozen=True)
@@ -350,8 +355,8 @@ def q8_section(sweeps: list[RunInfo], figures: Path) -> Section | None:
 def q9_section(done: list[RunInfo]) -> Section | None:
     if not done:
         return None
-    on = [r for r in done if r.summary.get("augmented")]
-    off = [r for r in done if not r.summary.get("augmented")]
+    on = seeds_of_one_configuration([r for r in done if r.summary.get("augmented")])
+    off = seeds_of_one_configuration([r for r in done if not r.summary.get("augmented")])
     rows = [[label, str(len(group)), fmt(spread([r.final['val_accuracy'] for r in group])),
              fmt(spread([test_accuracy(r) for r in group])), fmt(spread(test_at_best_validation(group))),
              fmt(spread([max(float(row["test_accuracy"]) for row in r.epochs) for r in group])),
@@ -584,13 +589,11 @@ def write_report(run_dirs: list[Path], out: Path | None) -> Path:
         raise ConvexpError("none of the runs given has completed: nothing to report; `convexp resume` a run "
                            "(see `convexp runs`) and report it when it has")
     target = out or (run_dirs[0] if len(run_dirs) == 1 else run_dirs[0].parent)
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target, "report.html and report.md")
     unfinished = [f"WARNING: {d} is {info.status or 'unknown'}, not completed: what it did not "
                   f"finish shows as 'not run' or with fewer seeds; `convexp resume {d}` completes it."
                   for d, info in given.items() if not info.completed]
     sections = build(runs, target / "report-plots", unfinished)
-    from convexp.runs import RunFolder
-
     folder = RunFolder(target)  # its atomic writers
     folder.write_text("report.md", render_markdown(sections, target, run_dirs))
     folder.write_text("report.html", render_html(sections, run_dirs))

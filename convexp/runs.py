@@ -38,8 +38,8 @@ class RunFolder:
         out = Path(out)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{command}" + (f"-{name}" if name else "")
+        make_folder(out, "run folders")
         try:
-            out.mkdir(parents=True, exist_ok=True)
             for attempt in range(1, 1000):  # two runs in the same second get -2, -3, ...
                 path = out / (base if attempt == 1 else f"{base}-{attempt}")
                 try:
@@ -49,9 +49,6 @@ class RunFolder:
                     continue
             else:
                 raise ConvexpError(f"{out} already holds 999 runs named {base}: pass another --out or --name")
-            probe = path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
         except OSError as exc:
             raise ConvexpError(f"cannot write run folders under {out} ({exc.strerror}): pass a writable --out") from None
         return cls(path)
@@ -110,6 +107,24 @@ class RunFolder:
     @property
     def status(self) -> str | None:
         return self.read_summary().get("status")
+
+    def resume_folder(self) -> Path:
+        """What `convexp resume` takes to go on with this run: its study's folder, for a study's child."""
+        return self.path.parent if self.read_summary().get("child_of") else self.path
+
+
+def make_folder(path: Path, what: str) -> None:
+    """`path` made (parents too) and checked writable, before any work: an --out under a regular
+    file or in a folder this user cannot write is one line, not a traceback after the work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        existing = next(p for p in (path, *path.parents) if p.exists())  # `/` exists: one always does
+        why = f"{existing} is a file" if not existing.is_dir() else exc.strerror
+        raise ConvexpError(f"cannot write {what} under {path} ({why}): pass a writable --out") from None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from convexp import image_cache
 from convexp.config import VarresData
 from convexp.data import Split, read_mnist
+from convexp.data_roots import AUTO, DATA_SETS, resolve_root
 from convexp.errors import ConvexpError
+from convexp.runs import make_folder
 
 CANVAS_SIZES = (32, 48, 64)
 DIGIT_SIZE = 28
@@ -47,6 +49,7 @@ def build_varres(
         raise ConvexpError(f"canvas sizes {list(sizes)} must all be at least {DIGIT_SIZE}")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    make_folder(out.parent, f"mnist-varres ({out.name})")
     generator = torch.Generator().manual_seed(seed)
     counts: dict[str, Counter] = {}
     written: dict[str, list[tuple[int, str, torch.Tensor]]] = {}  # per split: (label, file name, canvas)
@@ -87,6 +90,18 @@ def paste(digit: torch.Tensor, size: int, generator: torch.Generator, center: bo
 # -- loading --------------------------------------------------------------------------------------
 
 
+def build_hint(root: Path) -> str:
+    """How to get mnist-varres at `root`, as a command that works as printed: an --out that does
+    not exist yet (make-varres refuses one that does, such as an MNIST folder given as data.root)
+    and a real MNIST folder (`root` itself when it holds MNIST)."""
+    mnist = root if (root / DATA_SETS["mnist"][0]).exists() else Path(resolve_root(AUTO, "mnist"))
+    out = root if not root.exists() else next(
+        place for place in (root.parent / ("mnist-varres" + (f"-{n}" if n > 1 else "")) for n in range(1, 1000)) if not place.exists())
+    then = "" if out == root else f", then set data.root={out}"
+    return (f"build it with `convexp make-varres --mnist-root {mnist} --out {out}`{then}; "
+            "or point data.root (or data.url) at an existing one")
+
+
 def load_varres(cfg: VarresData) -> tuple[Split, Split, Split]:
     """train, validation (random fraction, seeded) and test splits, bucketed by resolution."""
     root = Path(cfg.root)
@@ -94,10 +109,7 @@ def load_varres(cfg: VarresData) -> tuple[Split, Split, Split]:
         fetch_archive(cfg.url, root)
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise ConvexpError(
-                f"mnist-varres not found: {root / split} is missing; build it with "
-                f"`convexp make-varres --mnist-root MNIST_ROOT --out {root}` or set data.root (or data.url)"
-            )
+            raise ConvexpError(f"mnist-varres not found: {root / split} is missing; {build_hint(root)}")
     train_x, train_y = read_image_folder(root / "train")
     test_x, test_y = read_image_folder(root / "test")
     permutation = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.split_seed))

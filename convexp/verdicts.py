@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from convexp.errors import ConvexpError
 from convexp.spec import POOLING, RESIZE
 from convexp.stats import Spread
 
@@ -70,17 +71,63 @@ def final(key: str) -> Callable:
 
 
 def values(runs: list, number: Callable) -> list[float]:
-    return [float(number(run)) for run in runs]
+    return [float(number(run)) for run in seeds_of_one_configuration(runs)]
 
 
 def pool_children(runs: list, pooling: str) -> list:
-    return [child for run in runs for child in run.children()
-            if child.config.get("model", {}).get("pooling") == [pooling]]
+    return seeds_of_one_configuration([child for run in runs for child in run.children()
+                                       if child.config.get("model", {}).get("pooling") == [pooling]])
 
 
 def sweep_children(runs: list, batch_size: int) -> list:
-    return [child for run in runs for child in run.children()
-            if child.config.get("train", {}).get("batch_size") == batch_size]
+    return seeds_of_one_configuration([child for run in runs for child in run.children()
+                                       if child.config.get("train", {}).get("batch_size") == batch_size])
+
+
+# -- which runs one mean ± std over seeds may pool ---------------------------------------------
+# Keys that may differ between the seeds of one configuration: the seed itself, where it ran,
+# and where its data lies on that machine (the data is compared by its split sizes instead).
+NOT_CONFIGURATION = ("seed", "seeds", "device", "data.root", "data.url", "mnist_root", "varres_root")
+
+
+def seeds_of_one_configuration(runs: list) -> list:
+    """`runs`, when one 'mean ± std over seeds' may pool them: the same config apart from the
+    seed, on the same data, each seed once. Two runs of one seed would count one draw twice (std
+    0, a 'beyond the spread' verdict on nothing), and runs of other settings or data are not
+    seeds of one experiment: a ConvexpError says which, and how to report them apart."""
+    for run in runs[1:]:
+        differ = sorted(key for key in flat(runs[0].config).keys() | flat(run.config).keys()
+                        if not key.startswith(NOT_CONFIGURATION) and flat(runs[0].config).get(key) != flat(run.config).get(key))
+        if differ:
+            raise refusal(runs[0], run, f"differ in {', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}")
+        if data_sizes(run) != data_sizes(runs[0]):
+            raise refusal(runs[0], run, f"trained on other data (train/val/test {data_sizes(runs[0])} vs {data_sizes(run)})")
+    seeds = [run.summary.get("seed", run.config.get("seed")) for run in runs]
+    for i, seed in enumerate(seeds):
+        if seed is not None and seed in seeds[:i]:  # (a run that records no seed cannot be judged)
+            raise refusal(runs[seeds.index(seed)], runs[i], f"both trained seed {seed}, one draw counted twice")
+    return runs
+
+
+def refusal(a, b, why: str) -> ConvexpError:
+    return ConvexpError(f"{a.path} and {b.path} {why}: a mean ± std over seeds pools the seeds of one "
+                        "configuration on the same data, each seed once; report such runs separately")
+
+
+def data_sizes(run) -> tuple | None:
+    data = run.data
+    return None if data is None else (data.train, data.val, data.test)
+
+
+def flat(mapping: dict, prefix: str = "") -> dict:
+    """{'train': {'lr': 1}} -> {'train.lr': 1}"""
+    items = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            items.update(flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
 
 
 OUR_NUMBERS: dict[str, Callable[[Runs], list[float]]] = {

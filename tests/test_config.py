@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convexp.config import dump_yaml, load_config
+from convexp.config import dump_yaml, load_config, read_yaml_mapping
 from convexp.errors import ConvexpError
 from convexp.experiments.augment import AugmentConfig
 from convexp.experiments.sweep_batch import SweepBatchConfig
@@ -89,3 +89,30 @@ def test_bad_config_messages(tmp_path, cls, text, overrides, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConvexpError, match="not found: pass an existing file with --config"):
         load_config(TrainMnistConfig, tmp_path / "nope.yaml")
+
+
+# -- YAML merge keys (`<<: *defaults`): valid YAML, merged as YAML says; duplicates still refused --
+
+
+def test_merge_keys_merge_and_the_mappings_own_keys_win(tmp_path):
+    text = "train:\n  <<: &common {epochs: 2, lr: 0.01}\n  lr: 0.02\n"
+    config = load_config(TrainMnistConfig, write(tmp_path, text))
+    assert (config.train.epochs, config.train.lr) == (2, 0.02)
+
+
+def test_a_merged_mapping_hands_on_its_own_override(tmp_path):
+    """b -> m (which sets x again) -> t: t gets m's x, not b's (PyYAML alone gives b's)."""
+    text = "a: &b {x: 1, y: 1}\nb: &m {<<: *b, x: 5}\nc: {<<: [*m, {y: 9, z: 3}], z: 4}\n"
+    assert read_yaml_mapping(write(tmp_path, text)) == {
+        "a": {"x": 1, "y": 1}, "b": {"x": 5, "y": 1}, "c": {"x": 5, "y": 1, "z": 4}}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train:\n  <<: &d {epochs: 2}\n  lr: 0.01\n  lr: 0.02\n", "sets 'lr' twice (line 4): keep one"),
+    ("d: &d {x: 1}\ntrain:\n  <<: *d\n  <<: *d\n", "sets '<<' twice (line 4): keep one"),
+    ("train:\n  <<: 3\n", "is not valid YAML (line 2)"),
+])
+def test_duplicate_keys_stay_refused_beside_merge_keys(tmp_path, text, message):
+    with pytest.raises(ConvexpError) as info:
+        load_config(TrainMnistConfig, write(tmp_path, text))
+    assert message in str(info.value)

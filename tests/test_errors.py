@@ -54,6 +54,14 @@ def completed_run(tmp):
     return run
 
 
+def alias_bomb(levels: int) -> str:
+    """A YAML list of 9**(levels + 1) ones in a few hundred characters: each level repeats the last nine times."""
+    text = "&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"
+    for level in range(1, levels + 1):
+        text = f"&a{level} [{text}" + f", *a{level - 1}" * 8 + "]"
+    return text
+
+
 def file_path(tmp, name, text):
     path = tmp / name
     path.write_text(text)
@@ -134,6 +142,35 @@ CATALOGUE = [
      "RandomRotation degrees must be 0 or more; got -5"),
     ("warmup-not-below-epochs", None, ["train-mnist", "--set", "train.warmup_epochs=4"],
      "train.warmup_epochs must be at least 0 and below train.epochs=4"),
+    # Reliability round 3, class 2: every number checked in its section, before it reaches PyTorch
+    ("conv-example-negative-channels", None, ["count-params", "--set", "conv_examples=[{in_channels: -3}]"],
+     "conv_examples[0].in_channels (N) must be at least 1"),
+    ("conv-example-negative-padding", None, ["count-params", "--set", "conv_examples=[{padding: -30}]"],
+     "conv_examples[0].padding must be 0 or more; got -30"),
+    ("conv-example-zero-width", None, ["count-params", "--set", "conv_examples=[{width: 0}]"],
+     "conv_examples[0].width must be at least 1; got 0"),
+    ("augment-nan-degrees", None, ["augment", "--set", "augment.transforms=[{name: RandomRotation, degrees: .nan}]"],
+     "RandomRotation degrees must be a finite number or a [low, high] pair of them; got nan"),
+    ("augment-nan-scale", None, ["augment", "--set", "augment.transforms=[{name: RandomAffine, degrees: 0, scale: [.nan, 1]}]"],
+     "RandomAffine scale must be a finite number"),
+    ("augment-degrees-beyond-half-turn", None, ["augment", "--set", "augment.transforms=[{name: RandomRotation, degrees: 720}]"],
+     "RandomRotation degrees must be within [-180, 180]; got 720"),
+    ("lr-overflows-float32", None, ["train-mnist", "--set", "train.lr=1e39"],
+     "config key 'train.lr' is 1e+39, which training's float32 cannot hold"),
+    ("lr-underflows-float32", None, ["varres-pool", "--set", "train.lr=1e-50"], "config key 'train.lr' is 1e-50, which training's float32"),
+    ("weight-decay-overflows-float32", None, ["train-mnist", "--set", "train.weight_decay=1e300"],
+     "config key 'train.weight_decay' is 1e+300"),
+    ("final-lr-overflows-float32", None, ["reproduce", "--set", "final.lr=1e39"], "config key 'final.lr' is 1e+39"),
+    # class 4: paths, suggestions that work as printed, messages of bounded size
+    ("make-varres-out-under-a-file", mnist_files, ["make-varres", "--mnist-root", "{x}", "--out", "{x}/MNIST/raw/t10k-images-idx3-ubyte/v"],
+     "t10k-images-idx3-ubyte is a file): pass a writable --out"),
+    ("report-out-under-a-file", lambda t: (completed_run(t), file_path(t, "f", ""))[0], ["report", "{x}", "--out", "{tmp}/f/r"],
+     "cannot write report.html and report.md under"),
+    ("varres-root-is-mnist", mnist_files, ["varres-pool", "--set", "data.root={x}"],
+     "/mnist-varres`, then set data.root="),
+    ("yaml-alias-bomb", lambda t: file_path(t, "bomb.yaml", f"sweep:\n  seeds: {alias_bomb(9)}\n"), ["sweep-batch", "--config", "{x}"],
+     "the config expands to more than 100,000 values (YAML aliases repeat what they name)"),
+    ("long-value-cut", None, ["train-mnist", "--set", "train.epochs=" + "x" * 100_000], "... (100,002 characters) (str)"),
 ]
 
 

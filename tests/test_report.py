@@ -18,11 +18,13 @@ import yaml
 from convexp.report import beyond_spread, fmt, spread
 from convexp.verdicts import REFERENCE_FILE
 from tests.helpers import (
+    SMOKE_EVAL,
     assert_same_files,
     expected_verdict,
     interrupted_then_resumed,
     invoke,
     mean_std,
+    only_run,
     stated,
 )
 
@@ -319,3 +321,48 @@ def test_part_one_is_on_the_page_of_a_fast_dev_run_study(reproduced):
     total = len(rows)
     assert re.search(rf"\| Part 1 \| hand-derived backward passes .* \| gradcheck \| {total} checks, largest float32 error "
                      r"[0-9.e+-]+ \| checked \|", markdown)
+
+
+# -- a mean ± std over seeds pools only the seeds of one configuration, on the same data, each once --
+
+POOL_STUDY = ["varres-pool", "--set", "model.pooling=[max]", "--set", "train.epochs=1", "--set", "train.max_batches=3",
+              "--set", "train.batch_size=16", *SMOKE_EVAL, "-q"]
+
+
+def pool_study(out: Path, root: Path, *changes: str) -> Path:
+    result = invoke(*POOL_STUDY, "--set", f"data.root={root}", *changes, "--out", str(out))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    return only_run(out)
+
+
+def fewer_images(course_varres: Path, tmp_path: Path) -> Path:
+    """The course's images less ten training images of digit 3: other data."""
+    copy = tmp_path / "fewer"
+    shutil.copytree(course_varres, copy)
+    for image in sorted((copy / "train" / "3").glob("*.png"))[:10]:
+        image.unlink()
+    return copy
+
+
+@pytest.mark.parametrize("second,why", [
+    ([], "both trained seed 0, one draw counted twice"),
+    (["--set", "seeds=[1]", "--set", "train.lr=0.01"], "differ in train.lr"),
+    (["--set", "seeds=[1]", "other-data"], "trained on other data"),
+], ids=["same-seed-twice", "other-settings", "other-data"])
+def test_report_refuses_to_pool_runs_that_are_not_seeds_of_one_configuration(tmp_path, course_varres, second, why):
+    first = pool_study(tmp_path / "a", course_varres)
+    root = fewer_images(course_varres, tmp_path) if "other-data" in second else course_varres
+    again = pool_study(tmp_path / "b", root, *[a for a in second if a != "other-data"])
+    result = invoke("report", str(first), str(again), "--out", str(tmp_path / "report"))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and why in lines[0] and "report such runs separately" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_report_pools_two_studies_of_other_seeds(tmp_path, course_varres):
+    first = pool_study(tmp_path / "a", course_varres)
+    second = pool_study(tmp_path / "b", course_varres, "--set", "seeds=[1]")
+    result = invoke("report", str(first), str(second), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    assert "(n=2)" in (tmp_path / "report" / "report.md").read_text()

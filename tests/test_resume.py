@@ -22,6 +22,7 @@ from tests.helpers import (
     invoke,
     mini,
     only_run,
+    sigint_at_batch,
 )
 
 pytestmark = pytest.mark.slow
@@ -181,3 +182,75 @@ def test_ctrl_c_mid_epoch_then_resume_equals_the_straight_run_byte_for_byte(tmp_
     assert_same_files(resumed, straight_run)
     assert "resuming after epoch 1 of 3" in "".join(p.read_text() for p in resumed.rglob("log.txt"))  # stopped in epoch 2
     assert all(len(p.read_text().splitlines()) == 1 + 3 for p in resumed.rglob("metrics.csv"))  # every epoch, none twice
+
+
+# -- checkpoints that cannot be used: the run stays resumable, and the line says how to go on ------
+
+# 2 epochs of 5 batches: Ctrl-C at batch 7 leaves epoch 1's checkpoint
+FEW_BATCHES = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "train.max_batches=5", *SMOKE_EVAL]
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def without_history_rows(path: Path) -> None:
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    del state["history"]["rows"]
+    torch.save(state, path)
+
+
+def without_optimizer(path: Path) -> None:
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    del state["optimizer"]
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("damage,what", [
+    (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (truncate, "is truncated or not a checkpoint"),
+    (without_optimizer, "is incomplete (no optimizer)"),
+    (without_history_rows, "is incomplete (no history.rows)"),
+], ids=["empty", "truncated", "no-optimizer", "no-history-rows"])
+def test_an_unusable_checkpoint_leaves_the_run_interrupted(tmp_path, mnist_root, damage, what):
+    with sigint_at_batch(7):  # in epoch 2: epoch 1's checkpoint is on disk
+        stopped = invoke("train-mnist", *mini(mnist_root), *FEW_BATCHES, "--out", str(tmp_path), "-q")
+    assert stopped.returncode == 130, stopped.stderr
+    run = only_run(tmp_path)
+    checkpoint = run / "checkpoint.pt"
+    damage(checkpoint)
+    before = (run / "summary.json").read_text()
+    resumed = invoke("resume", str(run), "-q")
+    assert resumed.returncode == 2, resumed.stdout[-2000:] + resumed.stderr
+    lines = resumed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert f"checkpoint {checkpoint} {what}" in lines[0]
+    assert f"mv {checkpoint} {checkpoint}.bad" in lines[0] and f"convexp resume {run}" in lines[0]
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert (run / "summary.json").read_text() == before  # no trace of the failed attempt
+    # Going on as the line says: the run trains again from epoch 1 and completes.
+    checkpoint.rename(f"{checkpoint}.bad")
+    again = invoke("resume", str(run), "-q")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_study_childs_unusable_checkpoint_leaves_the_study_interrupted(tmp_path, course_varres):
+    args = ["varres-pool", "--set", f"data.root={course_varres}", "--set", "model.pooling=[max]", *FEW_BATCHES]
+    with sigint_at_batch(7):
+        stopped = invoke(*args, "--out", str(tmp_path), "-q")
+    assert stopped.returncode == 130, stopped.stderr
+    study = only_run(tmp_path)
+    (child,) = [p for p in study.iterdir() if (p / "checkpoint.pt").is_file()]
+    (child / "checkpoint.pt").write_bytes(b"")
+    resumed = invoke("resume", str(study), "-q")
+    assert resumed.returncode == 2, resumed.stdout[-2000:] + resumed.stderr
+    lines = resumed.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"checkpoint {child / 'checkpoint.pt'} is empty" in lines[0], resumed.stderr
+    assert f"convexp resume {study}" in lines[0]
+    for folder in (study, child):
+        assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"

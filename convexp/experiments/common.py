@@ -19,7 +19,13 @@ from convexp.execution import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.models import to_device
 from convexp.runs import RunFolder
-from convexp.train import TrainResult, read_completed, seed_everything, train_unit
+from convexp.train import (
+    TrainResult,
+    UnusableCheckpoint,
+    read_completed,
+    seed_everything,
+    train_unit,
+)
 
 
 def train_child(
@@ -49,8 +55,8 @@ def train_child(
         with open_run(child, command, child_config, device, reporter, name=name, parent=parent):
             return child, train_unit(child, model, splits, child_config.train, seed=child_config.seed, device=device,
                                      reporter=reporter, label=f"[{name}] ", **train_options)
-    except DiskFull:
-        raise  # every later child would fail the same way: the study stops here
+    except (DiskFull, UnusableCheckpoint):
+        raise  # a full disk fails every later child; a bad checkpoint is for the user to move aside: stop
     except ConvexpError as exc:  # e.g. a diverging loss: the child is marked failed, the study goes on
         reporter.line(f"[{name}] failed: {exc}")
     except torch.OutOfMemoryError:
@@ -101,7 +107,7 @@ def run_experiment_child(parent: Path, name: str, command: str, config, question
     try:
         run_experiment(spec(command), config, study.child(name), torch.device(device), reporter,
                        name=name, parent=study, **({"question": question} if question else {}))
-    except DiskFull:
+    except (DiskFull, UnusableCheckpoint):
         raise
     except ConvexpError as exc:
         reporter.line(f"{name} failed: {exc}")

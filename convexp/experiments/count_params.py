@@ -37,9 +37,13 @@ class ConvExample:
     width: int = 1024
 
     def __post_init__(self):
-        for key in ("stride", "dilation"):
+        require_channels("in_channels", self.in_channels)
+        require_channels("out_channels", self.out_channels)
+        for key in ("stride", "dilation", "height", "width"):
             if getattr(self, key) < 1:
                 raise Invalid(key, f"{{key}} must be at least 1; got {getattr(self, key)}")
+        if self.padding < 0:
+            raise Invalid("padding", f"{{key}} must be 0 or more; got {self.padding}")
         if len(self.kernel_size) != 2 or min(self.kernel_size) < 1:
             raise Invalid("kernel_size", f"{{key}} must be [height, width] >= 1; got {self.kernel_size}")
 

@@ -22,6 +22,7 @@ from convexp.config import (
     RunConfig,
     derive,
     load_config,
+    require_float32,
     require_positive,
     require_seed,
     require_seeds,
@@ -47,6 +48,7 @@ class FinalComparison:
     def __post_init__(self):
         require_positive("epochs", self.epochs)
         require_positive("lr", self.lr)
+        require_float32("lr", self.lr)
 
 
 @dataclass

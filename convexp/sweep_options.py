@@ -1,5 +1,6 @@
 """`convexp sweep`'s command line as a checked SweepConfig: the experiment's own config (its YAML
-file and --set) as the base, --grid, --random, --seeds and --select around it."""
+file and --set) as the base, --grid, --random, --seeds and --select around it, and a search's
+--space, --sampler, --trials and --pruner (convexp/search.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,31 @@ from convexp.errors import ConvexpError
 from convexp.experiments.sweep import SweepConfig, check_points, require_sweepable
 
 
-def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options) -> SweepConfig:
+def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options,
+                 space: list[str] = (), sampler: str | None = None, trials: int = 0, pruner: str = "none") -> SweepConfig:
     from convexp.application import load_experiment_config
     from convexp.experiments import spec
+    from convexp.search import parse_space, require_optuna
 
     require_sweepable(experiment)
     base = load_experiment_config(spec(experiment), options)
+    sampler = sampler or ("tpe" if space else "grid")  # grid: today's sweep, when only --grid is given
     raw = {"experiment": experiment, "base": to_dict(base), "grid": parse_grid(grid), "random": random,
            "seeds": parse_seeds(seeds) if seeds is not None else config_seeds(base), "select": select,
-           "device": base.device}
+           "device": base.device, "seed": base.seed,  # the sampler's (and --random's): a sweep repeats
+           "space": parse_space(list(space)), "sampler": sampler, "trials": trials,
+           "pruner": pruner}
     config = from_dict(SweepConfig, raw, prefix="")
-    check_points(config)  # every point's config, before anything runs
+    if config.searches:
+        require_optuna(config.sampler)
+        if config.pruner != "none" and options.executor == "ray":
+            from convexp.experiments.sweep_search import REFUSE_RAY_PRUNING
+
+            raise ConvexpError(REFUSE_RAY_PRUNING)
+        if config.pruner != "none" and spec(experiment).study:
+            raise ConvexpError(f"--pruner stops a trial's training runs; {experiment} is a study of its own runs, "
+                               "which it does not prune: use --pruner none")
+    check_points(config)  # every point's config (a search: every range), before anything runs
     return config
 
 

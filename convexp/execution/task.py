@@ -100,7 +100,7 @@ def settle(task: ChildTask, exit_code: int | None, stopped: bool = False, reason
         status = child.status
     except ConvexpError:  # a damaged summary.json: the child did not end well either
         status = None
-    if status in ("completed", "failed", "interrupted"):
+    if status in ("completed", "failed", "interrupted", "pruned"):  # pruned: a search stopped it
         return status
     child.path.mkdir(parents=True, exist_ok=True)
     if stopped:

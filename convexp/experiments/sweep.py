@@ -5,11 +5,11 @@ Every (point, seed) is a complete run of that experiment in its own child folder
 trained with its test evaluation off, through the executor like any study's children (--jobs,
 --executor ray) and resumable like them. The ranking reads each child's validation metrics from
 its metrics.csv; then the best point's children (and only theirs) are evaluated on the test set.
+A search (--space, --sampler random|tpe, --pruner) draws its points instead: sweep_search.py.
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import itertools
 import random
@@ -21,12 +21,17 @@ from convexp.config import (
     Invalid,
     RunConfig,
     VarresData,
-    derive,
-    from_dict,
     require_seeds,
 )
 from convexp.errors import ConvexpError
-from convexp.record import RunRecord, read_metrics
+from convexp.experiments.sweep_points import (
+    Point,
+    grid_keys,
+    leaf_runs,
+    point_config,
+    validation_metric,
+)
+from convexp.record import RunRecord
 from convexp.runs import RunFolder
 from convexp.spec import Experiment
 from convexp.stats import mean_std
@@ -47,12 +52,6 @@ SWEEP_OWNED_KEYS = {  # set by the sweep itself for every run: sweeping them wou
     "train.test": "the sweep tests only the chosen point, after the choice",
     "train.test_each_epoch": "the sweep tests only the chosen point, after the choice",
 }
-
-
-def grid_keys(key: str) -> list[str]:
-    """The config keys a --grid key sets: 'train.lr' -> one; 'model.widths,model.channels' -> two,
-    which take their values together, from one list per point."""
-    return [part.strip() for part in key.split(",")]
 
 
 def sweepable() -> list[str]:
@@ -79,13 +78,21 @@ class SweepConfig(RunConfig):
     random: int = 0  # 0: every point of the grid; N: N of its points, drawn with `seed`
     seeds: list[int] = field(default_factory=lambda: [0])
     select: Literal["best_val_accuracy", "val_accuracy", "val_loss"] = "best_val_accuracy"
+    # A search (convexp/search.py): --space ranges, drawn by Optuna's sampler (seeded with `seed`)
+    # for `trials` points; --grid lists are choices there. The pruner stops hopeless trials.
+    space: dict[str, str] = field(default_factory=dict)  # config key -> its range, e.g. "loguniform(1e-4, 1e-2)"
+    sampler: Literal["grid", "random", "tpe"] = "grid"
+    trials: int = 0
+    pruner: Literal["none", "median", "hyperband"] = "none"
 
     def __post_init__(self):
         super().__post_init__()
         require_sweepable(self.experiment)
         require_seeds("seeds", self.seeds)
-        if not self.grid:
-            raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005]")
+        if not self.grid and not self.space:
+            raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005], "
+                                  "or --space KEY=RANGE")
+        self.check_search()
         for key, values in self.grid.items():
             together = grid_keys(key)
             if any(not part for part in together):
@@ -110,18 +117,38 @@ class SweepConfig(RunConfig):
         if self.random < 0:
             raise Invalid("random", f"--random must be 0 (the whole grid) or a number of points; got {self.random}")
 
+    def check_search(self) -> None:
+        from convexp.search import parse_range
 
-@dataclass(frozen=True)
-class Point:
-    index: int
-    values: dict[str, Any]  # swept key -> its value at this point
+        if self.sampler == "grid":
+            if self.space:
+                raise Invalid("space", "--space ranges need a sampler that draws from them: --sampler tpe or random")
+            if self.pruner != "none":
+                raise Invalid("pruner", "--pruner needs a search (--sampler tpe or random): a grid runs every point whole")
+            if self.trials:
+                raise Invalid("trials", "--trials counts a search's points (--sampler tpe or random); a grid runs "
+                                        "every point, or --random N of them")
+            return
+        if self.trials < 1:
+            raise Invalid("trials", f"--sampler {self.sampler} needs --trials N, the number of points to try; got {self.trials}")
+        if self.random:
+            raise Invalid("random", f"--random draws from a grid; with --sampler {self.sampler}, --trials says how many points")
+        for key, text in self.space.items():
+            parse_range(key, text)
+            for part in grid_keys(key):
+                if part in SWEEP_OWNED_KEYS:
+                    raise Invalid("space", f"--space {part}: {SWEEP_OWNED_KEYS[part]}")
+        every = [part for key in [*self.grid, *self.space] for part in grid_keys(key)]
+        twice = [part for i, part in enumerate(every) if part in every[:i]]
+        if twice:
+            raise Invalid("space", f"--grid and --space set {twice[0]} in two places: give each key once")
 
     @property
-    def name(self) -> str:
-        return f"p{self.index:02d}"
+    def searches(self) -> bool:
+        return self.sampler != "grid"
 
-    def label(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+    def swept_keys(self) -> list[str]:
+        return [*self.grid, *self.space]
 
 
 def grid_points(config: SweepConfig) -> list[Point]:
@@ -134,29 +161,13 @@ def grid_points(config: SweepConfig) -> list[Point]:
     return [Point(i, dict(zip(keys, combos[i]))) for i in chosen]
 
 
-def point_config(config: SweepConfig, point: Point, seed: int, test: bool = False) -> Any:
-    """The experiment's typed config at one point and seed, derived from the sweep's base through
-    the loader's checks (an unknown key or a wrong type is the usual one-line error, naming the point)."""
-    from convexp.experiments import spec
-
-    experiment = spec(config.experiment)
-    changes = {"seed": seed, "train.test_each_epoch": False, "train.test": test}
-    if "seeds" in config.base:  # a study of seeds (varres-pool): this child's seed alone
-        changes["seeds"] = [seed]
-    for key, value in point.values.items():  # last: a point that sets `train` whole is checked as it is
-        together = grid_keys(key)
-        changes |= dict(zip(together, value if len(together) > 1 else [value]))
-    try:
-        child = derive(from_dict(experiment.config, copy.deepcopy(config.base), prefix=""), changes)
-        if experiment.check_sweep_point is not None:
-            experiment.check_sweep_point(child)
-    except ConvexpError as exc:
-        raise ConvexpError(f"sweep point {point.label()}: {exc}") from None
-    return child
-
-
 def check_points(config: SweepConfig) -> list[Point]:
-    """Every point's config built once, before anything runs."""
+    """Every point's config built once, before anything runs (a search: each range's ends, each choice)."""
+    if config.searches:
+        from convexp.experiments.sweep_search import check_ranges
+
+        check_ranges(config)
+        return []
     points = grid_points(config)
     for point in points:
         point_config(config, point, config.seeds[0])
@@ -171,28 +182,39 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
     from convexp.varres import warm_cache
 
     execution = execution or SEQUENTIAL
-    points = check_points(config)
+    if config.searches:
+        from convexp.experiments.sweep_search import search_points
+
+        points = search_points(config, run, device, reporter, execution)
+    else:
+        points = check_points(config)
     children = {f"{p.name}-seed{s}": (p, s) for p in points for s in config.seeds}
     if config.random > len(points):
         reporter.line(f"--random {config.random} is more than the grid's {len(points)} point(s): every point runs")
-    reporter.line(f"sweep of {config.experiment}: {len(points)} point(s) x {len(config.seeds)} seed(s) = "
-                  f"{len(children)} runs, chosen by {config.select} on validation")
+    if not config.searches:
+        reporter.line(f"sweep of {config.experiment}: {len(points)} point(s) x {len(config.seeds)} seed(s) = "
+                      f"{len(children)} runs, chosen by {config.select} on validation")
     unfinished = {name: point_config(config, p, s) for name, (p, s) in children.items()
-                  if run.child(name).status != "completed"}
+                  if run.child(name).status not in ("completed", "pruned")}
     tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=child_config.train.epochs, device=str(device),
                        kwargs={"parent": run.path, "name": name, "command": config.experiment,
                                "config": child_config, "question": ""})
              for name, child_config in unfinished.items()]
     if tasks and isinstance(getattr(tasks[0].kwargs["config"], "data", None), VarresData):
         warm_cache(Path(config.base["data"]["root"]))
-    run_children(tasks, execution, reporter)
+    if not config.searches:  # a search has trained its trials (and told the study how each ended)
+        run_children(tasks, execution, reporter)
     ranking = rank(config, points, run)
     run.write_csv("points.csv", [{"point": r["point"].name, **r["point"].values, f"{config.select}_mean": r["mean"],
-                                  f"{config.select}_std": r["std"], "runs": r["runs"], "failed": r["failed"]}
+                                  f"{config.select}_std": r["std"], "runs": r["runs"], "failed": r["failed"],
+                                  "pruned": r["pruned"]}
                                  for r in ranking])
     write_plots(run, config, ranking)
     show_ranking(reporter, config, ranking)
-    failed = [name for name in children if run.child(name).status != "completed"]
+    # A search's failed trial is one of its answers (told to the study as such), not a failed sweep.
+    failed = [name for name in children if run.child(name).status not in ("completed", "pruned")]
+    if config.searches and any(r["runs"] for r in ranking):
+        failed = []
     tested = [r for r in ranking if r["runs"]]
     if not tested:
         return finish_study(run, {"ranking": []}, failed, len(children))
@@ -208,25 +230,15 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
                          f"{config.select}_std": tested[0]["std"], "test_accuracy": test,
                          "tested": "test split evaluated for this point only, after the choice on validation"},
                 "ranking": [{"point": r["point"].name, "values": r["point"].values, "mean": r["mean"], "std": r["std"],
-                             "runs": r["runs"]} for r in ranking]}
+                             "runs": r["runs"], "pruned": r["pruned"]} for r in ranking]}
+    if config.searches:
+        from convexp.experiments.sweep_search import search_headline
+
+        headline["search"] = search_headline(config, run)
     return finish_study(run, headline, failed, len(children))
 
 
 # -- reading the children back ---------------------------------------------------------------------
-
-
-def leaf_runs(folder: Path) -> list[Path]:
-    """The run folders that trained: the child itself, or (varres-pool) its own children."""
-    if (folder / "metrics.csv").is_file():
-        return [folder]
-    return sorted(p.parent for p in folder.glob("*/metrics.csv"))
-
-
-def validation_metric(folder: Path, select: str) -> float:
-    rows = [row for leaf in leaf_runs(folder) for row in read_metrics(leaf)]
-    if select == "best_val_accuracy":
-        return max(float(row["val_accuracy"]) for row in rows)
-    return float(rows[-1][select])  # the final epoch's
 
 
 def rank(config: SweepConfig, points: list[Point], run: RunFolder) -> list[dict]:
@@ -234,11 +246,13 @@ def rank(config: SweepConfig, points: list[Point], run: RunFolder) -> list[dict]
     completed run last)."""
     ranking = []
     for point in points:
+        statuses = {s: RunRecord.read(run.path / f"{point.name}-seed{s}").status for s in config.seeds}
         values = [validation_metric(run.path / f"{point.name}-seed{s}", config.select) for s in config.seeds
-                  if RunRecord.read(run.path / f"{point.name}-seed{s}").completed]
+                  if statuses[s] == "completed"]
+        pruned = sum(status == "pruned" for status in statuses.values())
         mean, std = mean_std(values) if values else (float("nan"), float("nan"))
-        ranking.append({"point": point, "mean": mean, "std": std, "runs": len(values),
-                        "failed": len(config.seeds) - len(values)})
+        ranking.append({"point": point, "mean": mean, "std": std, "runs": len(values), "pruned": pruned,
+                        "failed": len(config.seeds) - len(values) - pruned})
     sign = 1 if config.select in LOWER_IS_BETTER else -1
     return sorted(ranking, key=lambda r: (r["runs"] == 0, sign * r["mean"] if r["runs"] else 0))
 
@@ -273,17 +287,24 @@ def write_plots(run: RunFolder, config: SweepConfig, ranking: list[dict]) -> Non
     from convexp import plots
 
     done = [r for r in ranking if r["runs"]]
-    for key in config.grid:
+    for key in config.swept_keys():
         safe = key.replace(".", "_").replace(",", "+").replace(" ", "")
         plots.metric_against([(r["point"].values[key], r["mean"], r["std"]) for r in done], key, config.select,
                              run.plots / f"{config.select}_against_{safe}.png")
 
 
 def show_ranking(reporter: Reporter, config: SweepConfig, ranking: list[dict]) -> None:
-    rows = [[r["point"].name, *(r["point"].values[k] for k in config.grid),
-             f"{r['mean']:.4f} ± {r['std']:.4f}" if r["runs"] else "-", r["runs"], r["failed"]] for r in ranking]
+    keys = config.swept_keys()
+    rows = [[r["point"].name, *(format_value(r["point"].values[k]) for k in keys),
+             f"{r['mean']:.4f} ± {r['std']:.4f}" if r["runs"] else "-", r["runs"], r["failed"], r["pruned"]]
+            for r in ranking]
     reporter.table(f"sweep of {config.experiment}: points by {config.select} on validation (mean ± std over seeds)",
-                   ["point", *config.grid, config.select, "runs", "failed"], rows)
+                   ["point", *keys, config.select, "runs", "failed", "pruned"], rows)
+
+
+def format_value(value: Any) -> Any:
+    """A drawn float (2.3456789e-05) as few digits as tell it apart."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def chosen_point(summary: dict) -> str | None:
@@ -291,7 +312,9 @@ def chosen_point(summary: dict) -> str | None:
     best = summary.get("best")
     if not best:
         return None
-    return f"{best['point']}: {summary['select']} {best[summary['select']]:.4f}, test {best['test_accuracy']['mean']:.4f}"
+    pruned = summary.get("search", {}).get("pruned")
+    return (f"{best['point']}: {summary['select']} {best[summary['select']]:.4f}, test {best['test_accuracy']['mean']:.4f}"
+            + (f" ({pruned} pruned)" if pruned else ""))
 
 
 SPEC = Experiment(

@@ -1,0 +1,123 @@
+"""`convexp sweep --space/--sampler/--pruner`: Optuna's trials (convexp/search.py), each a sweep
+point trained like the grid's, its seeds as child runs through the executor, --jobs trials at a
+time; the study in the sweep folder is told how each ended, so `convexp resume` goes on from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from convexp.errors import ConvexpError
+from convexp.experiments.sweep_points import Point, point_config, validation_metric
+from convexp.runs import RunFolder
+from convexp.stats import mean_std
+
+if TYPE_CHECKING:
+    import torch
+
+    from convexp.console import Reporter
+    from convexp.execution import Execution
+    from convexp.experiments.sweep import SweepConfig
+
+
+def search_ranges(config: SweepConfig) -> dict:
+    """--space ranges, and --grid lists as choices."""
+    from convexp.search import Range, parse_range
+
+    return ({key: Range("choice", choices=tuple(values)) for key, values in config.grid.items()}
+            | {key: parse_range(key, text) for key, text in config.space.items()})
+
+
+def check_ranges(config: SweepConfig) -> None:
+    """Each range's ends (each choice) through the experiment's config: the key exists and takes that type."""
+    for key, values in search_ranges(config).items():
+        for value in values.ends():
+            try:
+                point_config(config, Point(0, {key: value}), config.seeds[0])
+            except ConvexpError as exc:
+                given = f"{key}={config.space[key]}" if key in config.space else key
+                raise ConvexpError(f"--{'space' if key in config.space else 'grid'} {given}: {exc}") from None
+
+
+def search_points(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Reporter,
+                  execution: Execution) -> list[Point]:
+    """Trials drawn by the sampler, --jobs at a time, each trained (its seeds as child runs) and told
+    to the study in the sweep folder; an interrupted sweep's running trials train again first.
+    Returns every trial's point, for the same ranking as the grid's."""
+    from convexp import search as searching
+    from convexp.execution import ChildTask, run_children
+    from convexp.experiments.common import run_experiment_child
+
+    if config.pruner != "none" and execution.executor == "ray":
+        raise ConvexpError(REFUSE_RAY_PRUNING)
+    ranges = search_ranges(config)
+    epochs = point_config(config, Point(0, {}), config.seeds[0]).train.epochs
+    study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs)
+    reporter.line(f"search of {config.experiment}: {config.trials} trial(s) drawn by {config.sampler} "
+                  f"(pruner: {config.pruner}) x {len(config.seeds)} seed(s), chosen by {config.select} on validation; "
+                  f"the study: {run.path / searching.STUDY_FILE}")
+
+    def train(batch: list) -> dict[int, float | str]:
+        tasks = []
+        for drawn in batch:
+            point = Point(drawn.number, drawn.values)
+            for seed in config.seeds:
+                name = f"{point.name}-seed{seed}"
+                if run.child(name).status in ("completed", "pruned"):
+                    continue
+                child_config = point_config(config, point, seed)
+                kwargs = {"parent": run.path, "name": name, "command": config.experiment, "config": child_config,
+                          "question": ""}
+                function = run_experiment_child
+                if config.pruner != "none":
+                    function = run_trial_child
+                    kwargs["pruning"] = searching.Pruning(str(run.path), drawn.trial_id, config.pruner, config.select,
+                                                          epochs, reports=seed == config.seeds[0])
+                tasks.append(ChildTask(name, run.path / name, function, kwargs=kwargs, epochs=child_config.train.epochs,
+                                       device=str(device)))
+        run_children(tasks, execution, reporter)
+        return {drawn.number: trial_outcome(config, run, Point(drawn.number, drawn.values)) for drawn in batch}
+
+    searching.search(study, ranges, config.trials, max(1, execution.jobs), train)
+    return [Point(drawn.number, drawn.values) for drawn in searching.every_trial(study, ranges)]
+
+
+REFUSE_RAY_PRUNING = ("--pruner with --executor ray is not supported: a Ray task trains its run in a folder of its own, "
+                      "maybe on another machine, and sends it back only when done, so it cannot report each epoch "
+                      "to the study in the sweep folder; use --executor local (any --jobs), or --pruner none on Ray")
+
+
+def trial_outcome(config: SweepConfig, run: RunFolder, point: Point) -> float | str:
+    """What the study is told: the mean over seeds of the selection metric, else pruned or failed."""
+    statuses = [run.child(f"{point.name}-seed{seed}").status for seed in config.seeds]
+    if "pruned" in statuses:
+        return "pruned"
+    if any(status != "completed" for status in statuses):
+        return "failed"
+    return mean_std([validation_metric(run.path / f"{point.name}-seed{seed}", config.select)
+                     for seed in config.seeds])[0]
+
+
+def run_trial_child(parent: Path, name: str, command: str, config, question: str, pruning, device: str,
+                    reporter: Reporter) -> None:
+    """A trial's child run, watched by the pruner (here or in a worker process); pruned is recorded
+    in its folder (lifecycle.open_run) and the sweep goes on."""
+    from convexp.callbacks import watching
+    from convexp.experiments.common import run_experiment_child
+    from convexp.search import PruneWatcher, TrialPruned
+
+    try:
+        with watching(PruneWatcher(pruning)):
+            run_experiment_child(parent, name, command, config, question, device, reporter)
+    except TrialPruned as exc:
+        reporter.line(f"{name} {exc}")
+
+
+def search_headline(config: SweepConfig, run: RunFolder) -> dict:
+    from convexp import search as searching
+
+    epochs = point_config(config, Point(0, {}), config.seeds[0]).train.epochs
+    study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs)
+    return {"sampler": config.sampler, "pruner": config.pruner, "trials": config.trials,
+            "study": searching.STUDY_FILE, **{state: 0 for state in ("completed", "pruned", "failed")},
+            **searching.counts(study)}

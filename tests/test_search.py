@@ -1,0 +1,254 @@
+"""`convexp sweep --space/--sampler/--pruner` (convexp/search.py): every bad range as one line, the
+ask/tell loop and its resume without training, then real searches on mnist-mini: tpe over a log
+range with --jobs 2, a diverging learning rate pruned after its first epoch, and a resumed search
+that repeats no finished trial."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from convexp.search import (
+    Drawn,
+    Range,
+    counts,
+    every_trial,
+    open_study,
+    parse_range,
+    search,
+)
+from tests.helpers import SMOKE_EVAL, interrupted_then_resumed, invoke, mini, only_run
+
+pytest.importorskip("optuna", reason="the search extra: pip install -e '.[search]'")
+
+TRAIN = "train-mnist"
+LR = "train.lr=loguniform(1e-4, 1e-2)"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--space", "train.lr=loguniform(0, 1e-2)"], "--space train.lr=loguniform(0, 1e-2): a log range needs LOW > 0; got 0"),
+        (["--space", "train.lr=loguniform(-1, 1e-2)"], "a log range needs LOW > 0; got -1"),
+        (["--space", "train.lr=loguniform(1e-2, 1e-4)"], "--space train.lr=loguniform(1e-2, 1e-4): LOW must be below HIGH; got 0.01 >= 0.0001"),
+        (["--space", "train.lr=uniform(0.1, 0.1)"], "LOW must be below HIGH; got 0.1 >= 0.1"),
+        (["--space", "train.epochs=int(3, 1)"], "LOW must be below HIGH; got 3 >= 1"),
+        (["--space", "train.epochs=int(1.5, 3)"], "--space train.epochs=int(1.5, 3): LOW and HIGH must be whole numbers"),
+        (["--space", "train.lr=uniform(a, 0.2)"], "LOW and HIGH must be numbers"),
+        (["--space", "train.lr=uniform(0.1)"], "uniform takes two numbers, LOW and HIGH; got 1"),
+        (["--space", "train.lr=normal(0, 1)"], "unknown range 'normal'; write one of loguniform(LOW, HIGH)"),
+        (["--space", "train.lr=0.1"], "--space train.lr=0.1: not a range"),
+        (["--space", "train.lr"], "--space 'train.lr' is not of the form KEY=RANGE"),
+        (["--space", "train.lrr=uniform(0.1, 0.2)"], "--space train.lrr=uniform(0.1, 0.2): sweep point train.lrr=0.1: unknown config key 'train.lrr'"),
+        (["--space", "train.batch_size=loguniform(1, 64)"], "config key 'train.batch_size' must be an integer; got 1.0"),
+        (["--space", "train.epochs=int(0, 3)"], "sweep point train.epochs=0: config key 'train.epochs' must be"),
+        (["--space", "train.optimizer=choice(adam, sgd2)"], "sweep point train.optimizer=sgd2: config key 'train.optimizer' must be one of"),
+        (["--space", "train.batch_size=choice(32, 32)"], "choice lists 32 more than once"),
+        (["--space", "train.batch_size=choice()"], "choice needs at least one value"),
+        (["--space", "train.lr,train.batch_size=uniform(0.1, 0.2)"], "keys that move together take choice([a1, b1], [a2, b2])"),
+        (["--space", "train.lr,train.batch_size=choice([0.1, 16], [0.2])"], "moves 2 keys together: each choice must list 2 values"),
+        (["--space", "seed=int(1, 3)"], "--space seed: the seeds of every point are --seeds"),
+        (["--space", LR, "--space", "train.lr=uniform(0.1, 0.2)"], "--space train.lr is given twice"),
+        (["--space", LR, "--grid", "train.lr=[0.1]"], "--grid and --space set train.lr in two places"),
+        (["--space", LR, "--sampler", "grid"], "--space ranges need a sampler that draws from them"),
+        (["--grid", "train.lr=[0.1, 0.2]", "--pruner", "median"], "--pruner needs a search (--sampler tpe or random)"),
+        (["--space", LR, "--trials", "0"], "--sampler tpe needs --trials N"),
+        (["--grid", "train.lr=[0.1, 0.2]", "--trials", "3"], "--trials counts a search's points"),
+        (["--space", LR, "--random", "2"], "--random draws from a grid"),
+        (["--space", LR, "--sampler", "anneal"], "config key 'sampler' must be one of grid, random, tpe"),
+        (["--space", LR, "--pruner", "asha"], "config key 'pruner' must be one of none, median, hyperband"),
+        (["--space", LR, "--pruner", "median", "--executor", "ray"], "--pruner with --executor ray is not supported"),
+    ],
+)
+def test_every_bad_range_is_one_line_before_anything_runs(tmp_path, args, message):
+    trials = [] if "--trials" in args else ["--trials", "2"]
+    result = invoke("sweep", TRAIN, *args, *trials, "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+def test_a_study_experiment_is_not_pruned(tmp_path):
+    result = invoke("sweep", "varres-pool", "--space", LR, "--trials", "2", "--pruner", "median",
+                    "--set", "model.pooling=[max]", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2 and "varres-pool is a study of its own runs, which it does not prune" in result.stderr
+
+
+def test_without_optuna_a_search_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    result = invoke("sweep", TRAIN, "--space", LR, "--trials", "2", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --sampler tpe needs Optuna, which is not installed: pip install -e '.[search]'"
+    grid = invoke("sweep", TRAIN, "--grid", "train.lr=[0.1, 0.2]", "--set", "train.epochs=0", "--out", str(tmp_path / "runs"))
+    assert "Optuna" not in grid.stderr  # a grid needs no Optuna (the error here is the config's)
+
+
+def test_ranges_draw_within_their_bounds_and_coupled_choices_come_back_as_lists(tmp_path):
+    ranges = {"train.lr": parse_range("train.lr", "loguniform(1e-4, 1e-2)"),
+              "train.epochs": parse_range("train.epochs", "int(1, 3)"),
+              "model.widths,model.channels": parse_range("model.widths,model.channels", "choice([[16, 32], 80], [[8], 40])")}
+    assert ranges["model.widths,model.channels"].choices == ([[16, 32], 80], [[8], 40])
+    study = open_study(tmp_path, "random", "none", 0, "maximize", 2)
+    seen = []
+    search(study, ranges, trials=6, batch_size=2, train=lambda batch: seen.extend(batch) or {d.number: 0.5 for d in batch})
+    assert [d.number for d in seen] == list(range(6))
+    for drawn in seen:
+        assert 1e-4 <= drawn.values["train.lr"] <= 1e-2 and drawn.values["train.epochs"] in (1, 2, 3)
+        assert drawn.values["model.widths,model.channels"] in ([[16, 32], 80], [[8], 40])
+    assert Range("choice", choices=(1, "a")).plain() and not ranges["model.widths,model.channels"].plain()
+
+
+def fake_objective(drawn: Drawn) -> float:
+    return -abs(drawn.values["x"] - 0.3)
+
+
+def draws(folder: Path, sampler: str, seed: int, trials: int, batch_size: int, stop_at_batch: int = 0) -> list[Drawn]:
+    """A search whose training is a formula: the trials it asked for, in order (a KeyboardInterrupt
+    in its `stop_at_batch`-th batch, as Ctrl-C would)."""
+    ranges = {"x": Range("uniform", 0.0, 1.0)}
+    seen: list[Drawn] = []
+
+    def train(batch):
+        seen.extend(batch)
+        if len(seen) > (stop_at_batch - 1) * batch_size and stop_at_batch:
+            raise KeyboardInterrupt
+        return {d.number: fake_objective(d) for d in batch}
+
+    folder.mkdir(exist_ok=True)  # the sweep folder, which a real sweep has made
+    search(open_study(folder, sampler, "none", seed, "maximize", 1), ranges, trials, batch_size, train)
+    return seen
+
+
+def test_the_sampler_is_seeded_so_a_search_repeats(tmp_path):
+    first = draws(tmp_path / "a", "tpe", 3, trials=14, batch_size=2)
+    again = draws(tmp_path / "b", "tpe", 3, trials=14, batch_size=2)
+    other = draws(tmp_path / "c", "tpe", 4, trials=14, batch_size=2)
+    assert first == again and first != other
+
+
+def test_a_resumed_search_trains_only_its_interrupted_trials_then_goes_on(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        draws(tmp_path, "tpe", 0, trials=8, batch_size=2, stop_at_batch=3)  # trials 0-3 told, 4 and 5 left running
+    resumed = draws(tmp_path, "tpe", 0, trials=8, batch_size=2)
+    assert [d.number for d in resumed] == [4, 5, 6, 7]  # the interrupted two first, with their values, then new ones
+    again = open_study(tmp_path, "tpe", "none", 0, "maximize", 1)
+    assert counts(again) == {"completed": 8}
+    assert [d.values for d in every_trial(again, {"x": Range("uniform", 0.0, 1.0)})][4:6] == [d.values for d in resumed[:2]]
+
+
+# -- real searches on mnist-mini --------------------------------------------------------------------
+
+
+SHORT = ["--set", "train.epochs=2", "--set", "train.max_batches=10", *SMOKE_EVAL]
+
+
+def points_of(study: Path) -> list[dict]:
+    with (study / "points.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def trials_of(study: Path):
+    import optuna
+
+    from convexp.search import STUDY_NAME, storage
+
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage(study)).get_trials()
+
+
+@pytest.mark.slow(seconds=30)
+def test_a_tpe_search_over_a_log_range_with_two_jobs_is_ranked_on_the_mean_over_seeds(tmp_path, mnist_root):
+    result = invoke("sweep", TRAIN, "--space", LR, "--sampler", "tpe", "--trials", "3", "--seeds", "0,1", "--jobs", "2",
+                    *mini(mnist_root), *SHORT, "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    study = only_run(tmp_path)
+    points = points_of(study)
+    assert sorted(p["point"] for p in points) == ["p00", "p01", "p02"]
+    assert all(1e-4 <= float(p["train.lr"]) <= 1e-2 and p["runs"] == "2" and p["pruned"] == "0" for p in points)
+    trials = {f"p{t.number:02d}": t for t in trials_of(study)}
+    for point in points:  # the study was told the mean over seeds, the number points.csv ranks by
+        per_seed = [max(float(r["val_accuracy"]) for r in csv.DictReader((study / f"{point['point']}-seed{s}" / "metrics.csv").open()))
+                    for s in (0, 1)]
+        assert float(point["best_val_accuracy_mean"]) == pytest.approx(statistics.fmean(per_seed))
+        assert trials[point["point"]].value == pytest.approx(statistics.fmean(per_seed))
+        assert trials[point["point"]].params["train.lr"] == pytest.approx(float(point["train.lr"]))
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best"]["point"] == points[0]["point"]
+    assert summary["search"] == {"sampler": "tpe", "pruner": "none", "trials": 3, "study": "optuna-journal.log",
+                                      "completed": 3, "pruned": 0, "failed": 0}
+    assert (study / "best.yaml").is_file() and (study / "plots" / "best_val_accuracy_against_train_lr.png").is_file()
+
+
+@pytest.mark.slow(seconds=15)
+@pytest.mark.parametrize("jobs", ["1", "2"])  # here, and in worker processes reporting to the journal file
+def test_a_diverging_learning_rate_is_pruned_after_its_first_epoch(tmp_path, mnist_root, jobs):
+    # The random sampler seeded 1 draws 0.003, 0.01, then 3.0: two finished curves (the median's
+    # MEDIAN_STARTUP_TRIALS), then a rate whose loss runs away (finite: ~12 after one epoch).
+    result = invoke("sweep", TRAIN, "--space", "train.lr=choice(0.01, 0.003, 3.0)", "--sampler", "random",
+                    "--set", "seed=1", "--seeds", "0", "--trials", "3", "--pruner", "median", "--select", "val_loss",
+                    "--jobs", jobs, *mini(mnist_root), *SHORT, "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    study = only_run(tmp_path)
+    points = {p["point"]: p for p in points_of(study)}
+    assert points["p02"]["train.lr"] == "3.0", "the seeded random sampler drew otherwise: pick another seed"
+    assert (points["p02"]["runs"], points["p02"]["pruned"], points["p02"]["failed"]) == ("0", "1", "0")
+    pruned = study / "p02-seed0"
+    summary = json.loads((pruned / "summary.json").read_text())
+    assert summary["status"] == "pruned" and summary["pruned_after_epoch"] == 1 and "error" not in summary
+    assert len(list(csv.DictReader((pruned / "metrics.csv").open()))) == 1  # its first epoch kept, no second
+    assert [t.state.name for t in trials_of(study)] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    headline = json.loads((study / "summary.json").read_text())
+    assert headline["status"] == "completed" and headline["search"]["pruned"] == 1
+    assert headline["best"]["point"] != "p02"
+    said = "p02-seed0 pruned after epoch 1: val_loss" if jobs == "1" else "[p02-seed0] pruned after"  # the child's line, or the study's
+    assert said in result.stdout
+    listing = invoke("runs", "--out", str(tmp_path))
+    assert "(1 pruned)" in listing.stdout
+
+
+@pytest.mark.slow(seconds=30)
+def test_a_resumed_tpe_search_repeats_no_finished_trial(tmp_path, mnist_root):
+    args = ["sweep", TRAIN, "--space", LR, "--sampler", "tpe", "--trials", "3", "--seeds", "0", *mini(mnist_root),
+            "--set", "train.epochs=2", "--set", "train.max_batches=5", *SMOKE_EVAL]
+    study = interrupted_then_resumed(args, tmp_path, batch=17)  # trial 0 (10 batches) told, trial 1 in its 2nd epoch
+    trials = trials_of(study)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    first = json.loads((study / "p00-seed0" / "summary.json").read_text())
+    assert "resumed_at" not in first  # finished before Ctrl-C: not trained again
+    second = json.loads((study / "p01-seed0" / "summary.json").read_text())
+    assert "resumed_at" in second and second["status"] == "completed"  # interrupted: continued from its checkpoint
+    log = (study / "p01-seed0" / "log.txt").read_text()
+    assert "resuming after epoch 1 of 2" in log
+    assert sorted(p["point"] for p in points_of(study)) == ["p00", "p01", "p02"]
+
+
+def test_the_pruning_watcher_reports_every_epoch_and_stops_a_trial_behind_the_median(tmp_path):
+    from convexp.callbacks import EpochEnd
+    from convexp.search import PruneWatcher, Pruning, TrialPruned
+
+    study = open_study(tmp_path, "random", "median", 0, "minimize", 3)
+    for losses in ([2.0, 1.5, 1.0], [2.2, 1.6, 1.1]):  # the median's two finished curves
+        trial = study.ask()
+        for step, loss in enumerate(losses):
+            trial.report(loss, step)
+        study.tell(trial, losses[-1])
+    ahead, behind = study.ask(), study.ask()
+
+    def epoch(watcher, n: int, loss: float) -> None:
+        watcher.on_epoch_end(EpochEnd(None, n, 3, {"val_loss": loss, "val_accuracy": 0.5}, 0.1))
+
+    fine = PruneWatcher(Pruning(str(tmp_path), ahead._trial_id, "median", "val_loss", 3, reports=True))
+    epoch(fine, 1, 1.9)
+    epoch(fine, 2, 1.4)
+    with pytest.raises(TrialPruned, match="pruned after epoch 1: val_loss 12.0000"):
+        epoch(PruneWatcher(Pruning(str(tmp_path), behind._trial_id, "median", "val_loss", 3, reports=True)), 1, 12.0)
+    trials = open_study(tmp_path, "random", "median", 0, "minimize", 3).trials
+    assert trials[2].intermediate_values == {0: 1.9, 1: 1.4} and trials[3].intermediate_values == {0: 12.0}
+    quiet = PruneWatcher(Pruning(str(tmp_path), ahead._trial_id, "median", "val_loss", 3, reports=False))
+    epoch(quiet, 3, 9.0)  # a later seed of the trial only asks; the last epoch is never pruned
+    assert open_study(tmp_path, "random", "median", 0, "minimize", 3).trials[2].intermediate_values == {0: 1.9, 1: 1.4}

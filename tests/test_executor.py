@@ -20,7 +20,7 @@ from convexp.execution import ChildTask, Execution, run_children
 from convexp.experiments.train_mnist import TrainMnistConfig
 from convexp.lifecycle import open_run
 from convexp.runs import RunFolder
-from tests.helpers import REPO, SMOKE_EVAL, invoke, mini
+from tests.helpers import REPO, SMOKE_EVAL, assert_same_files, invoke, mini, only_run
 
 # -- task functions a worker imports by name ------------------------------------------------------
 
@@ -357,6 +357,12 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(tmp_path, mnist_root):
     assert result.returncode == 0, result.stderr
     assert all(RunFolder(study / c).status == "completed" for c in ("bs16-seed0", "bs32-seed0"))
     assert len((study / "bs16-seed0" / "metrics.csv").read_text().splitlines()) == 1 + 3
+    # and every number as a study that ran one child after another, uninterrupted, at the same threads
+    straight = invoke("sweep-batch", *mini(mnist_root), *SMOKE_EVAL, "--set", "train.epochs=3", "--set", "train.max_batches=40",
+                      "--set", "sweep.batch_sizes=[16, 32]", "--set", "sweep.seeds=[0]", "--threads", "1",
+                      "--out", str(tmp_path / "straight"), "-q")
+    assert straight.returncode == 0, straight.stderr
+    assert_same_files(study, only_run(tmp_path / "straight"))
 
 
 def test_live_view_reads_each_child_from_its_folder(tmp_path):

@@ -29,6 +29,9 @@ class EpochEnd:
     epochs: int
     row: dict[str, float]
     seconds: float
+    batch_losses: list[float] = field(default_factory=list)  # the epoch's training batches, in order
+    first_step: int = 0  # the global step (batch count from 0) of its first batch
+    learning_rate: float = 0.0  # at its last batch
     notes: list[str] = field(default_factory=list)
 
 

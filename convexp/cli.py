@@ -15,20 +15,23 @@ from typing import Annotated, Optional
 import typer
 from typer import TyperException
 
+from convexp import completion
 from convexp.errors import ConvexpError
 from convexp.experiments import spec, specs
 from convexp.memory import keep_freed_memory
 from convexp.spec import Experiment, Flag
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion: convexp/completion.py says what completes
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Convolutional-network experiments on MNIST, with a hand-written unfold/fold convolution.",
 )
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: configs/<command>.yaml).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.epochs=2 (repeatable).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: configs/<command>.yaml).",
+                                                   autocompletion=completion.config_files)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.epochs=2 (repeatable).",
+                                                     autocompletion=completion.config_keys)]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (overrides the config's device).")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (overrides the config's seed).")]
 OutOpt = Annotated[Path, typer.Option(help="Parent folder of run folders.")]
@@ -97,6 +100,27 @@ def experiment_command(experiment: Experiment):
     return command
 
 
+def show_version(value: bool) -> None:
+    """convexp's version, torch's, and the CUDA device when there is one."""
+    if not value:
+        return
+    from importlib.metadata import version
+
+    import torch
+
+    device = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA device"
+    print(f"convexp {version('convexp')}, torch {torch.__version__}, {device}")
+    raise typer.Exit()
+
+
+@app.callback()
+def options_of_convexp(
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="Show convexp's and torch's versions and the CUDA device, and exit.")] = False,
+) -> None:
+    """Convolutional-network experiments on MNIST, with a hand-written unfold/fold convolution."""
+
+
 # One command per experiment, registered from its spec (convexp/experiments/<x>.py: SPEC), in
 # the order of experiments.NAMES; the commands that are not experiments are written below.
 for _experiment in specs():
@@ -120,26 +144,35 @@ def make_varres(
 
 @app.command()
 def sweep(
-    experiment: Annotated[str, typer.Argument(help="The experiment to sweep: train-mnist, augment, varres-resize or varres-pool.")],
-    grid: Annotated[Optional[list[str]], typer.Option(help="KEY=\\[v1, v2]: a config key and its values (repeatable; the grid is their product). Keys that move together: KEY1,KEY2=\\[\\[a1, b1], \\[a2, b2]].")] = None,
+    experiment: Annotated[str, typer.Argument(help="The experiment to sweep: train-mnist, augment, varres-resize or varres-pool.",
+                                              autocompletion=completion.sweepable)],
+    grid: Annotated[Optional[list[str]], typer.Option(help="KEY=\\[v1, v2]: a config key and its values (repeatable; the grid is their product). Keys that move together: KEY1,KEY2=\\[\\[a1, b1], \\[a2, b2]].",
+                                                      autocompletion=completion.config_keys)] = None,
     random: Annotated[int, typer.Option(help="Train N points drawn from the grid (0: every point).")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="Seeds per point, comma-separated (default: the experiment config's seeds, or its seed).")] = None,
     select: Annotated[str, typer.Option(help="Validation metric that chooses the point: best_val_accuracy, val_accuracy or val_loss.")] = "best_val_accuracy",
+    space: Annotated[Optional[list[str]], typer.Option(help="KEY=RANGE to search: loguniform(LOW, HIGH), uniform(LOW, HIGH), int(LOW, HIGH) or choice(a, b, ...) (repeatable).",
+                                                       autocompletion=completion.config_keys)] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="grid (every --grid point; the default without --space), random or tpe (Optuna; the default with --space).")] = None,
+    trials: Annotated[int, typer.Option(help="Points a random or tpe search tries.")] = 0,
+    pruner: Annotated[str, typer.Option(help="none, median or hyperband: stop a trial whose validation metric falls behind after an epoch (a search only).")] = "none",
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
     name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
 ) -> None:
-    """Any config keys of one experiment over a grid, seeds per point; chosen on validation, then only the best point is tested."""
+    """Any config keys of one experiment over a grid or searched ranges, seeds per point; chosen on validation, then only the best point is tested."""
     from convexp.application import launch
     from convexp.sweep_options import sweep_config
 
     options = run_options(locals())
-    launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options), options)
+    launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options, space or [], sampler,
+                                       trials, pruner), options)
 
 
 @app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (a reproduce folder stands for all its steps).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (a reproduce folder stands for all its steps).",
+                                                   autocompletion=completion.run_folders)],
     out: Annotated[Optional[Path], typer.Option(help="Where report.html and report.md go (default: the run folder).")] = None,
 ) -> None:
     """Build report.html (self-contained) and report.md from run folders."""
@@ -159,9 +192,42 @@ def list_runs(out: OutOpt = Path("runs")) -> None:
     print_table(Reporter().console, f"{len(rows)} run(s) under {out}", ["run", "command", "status", "key metric", "data (train/val/test)", "started"], rows)
 
 
+ChildOpt = Annotated[Optional[str], typer.Option("--child", help="In a study or sweep folder: which trained run (its name, as listed).")]
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run, or a study or sweep folder holding one.")],
+    paths: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, or folders of them (searched recursively).")],
+    out: Annotated[Path, typer.Option(help="The CSV written: path, label, probability, p0..p9.")] = Path("predictions.csv"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images of one size per forward pass.")] = 256,
+    child: ChildOpt = None,
+) -> None:
+    """Classify image files of any size with a trained run's network: a table and predictions.csv."""
+    from convexp.predict import predict as predict_images
+
+    predict_images(run_dir, paths, out, device, batch_size, child)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run, or a study or sweep folder holding one.")],
+    format: Annotated[str, typer.Option("--format", help="onnx | torchscript.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option(help="The file written (default: model.onnx / model.torchscript.pt beside model.pt).")] = None,
+    child: ChildOpt = None,
+) -> None:
+    """Write a trained network as ONNX or TorchScript (pixels in [0, 1] -> logits), checked against PyTorch."""
+    from convexp.export import export as export_model
+
+    target, found = export_model(run_dir, format, out, child)
+    checks = ", ".join(f"{shape}: {difference:.1e}" for shape, difference in found.items())
+    print(f"{format}: {target} (largest absolute logit difference against PyTorch: {checks})")
+
+
 @app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.")],
+    run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.", autocompletion=completion.run_folders)],
     quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0, executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
 ) -> None:

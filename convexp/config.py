@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import struct
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from convexp.errors import ConvexpError
+from convexp.errors import ConvexpError, shown
 
 # ---------------------------------------------------------------------------------------------
 # Checks each section runs on itself (__post_init__), beside its fields. A section does not know
@@ -66,6 +67,18 @@ def require_channels(key: str, value: int) -> None:
 def require_widths(key: str, widths: list[int]) -> None:
     if any(not 1 <= width <= MAX_CHANNELS for width in widths):
         raise Invalid(key, f"{{key}} must list channel counts from 1 to {MAX_CHANNELS:,}; got {widths}")
+
+
+def require_float32(key: str, value: float) -> None:
+    """A rate the optimizer multiplies float32 tensors by: above float32's largest value PyTorch
+    cannot convert it (a traceback mid-step), below its smallest it rounds to 0 (no training)."""
+    try:
+        as_float32 = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        as_float32 = math.inf
+    if value > 0 and (as_float32 == 0 or math.isinf(as_float32)):
+        raise Invalid(key, f"config key '{{key}}' is {value}, which training's float32 cannot hold "
+                           "(from 1.4e-45 to 3.4e+38): use a value like 0.001")
 
 
 def require_seed(key: str, value: int) -> None:
@@ -160,10 +173,14 @@ class Train:
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0  # on the training loss only; evaluation reports plain cross-entropy
+    # fp32, or bf16 arithmetic for the forward pass and loss (float32 weights and optimizer state),
+    # or auto: bf16 where the device has bf16 units (convexp/precision.py).
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every"):
             require_positive(key, getattr(self, key))
+        require_float32("lr", self.lr)
         for key in ("max_batches", "max_eval_batches"):
             if getattr(self, key) < 0:
                 raise Invalid(key, f"config key '{{key}}' must be 0 (all) or more; got {getattr(self, key)}")
@@ -172,6 +189,7 @@ class Train:
                                            f"got {self.warmup_epochs}")
         if self.weight_decay < 0:
             raise Invalid("weight_decay", f"{{key}} must be 0 or more; got {self.weight_decay}")
+        require_float32("weight_decay", self.weight_decay)
         if not 0 <= self.label_smoothing < 1:
             raise Invalid("label_smoothing", f"{{key}} must be in [0, 1), e.g. 0.1; got {self.label_smoothing}")
 
@@ -231,9 +249,19 @@ class VarresModel:
 
 
 @dataclass
+class Log:
+    """Where a run is shown besides its folder (convexp/loggers.py): TensorBoard and MLflow."""
+
+    tensorboard: Literal["auto", True, False] = "auto"  # auto: when the tensorboard package is installed
+    mlflow: str = ""  # "": off; a tracking URI (sqlite:///mlflow.db, file:..., http://...); env: $MLFLOW_TRACKING_URI
+    mlflow_experiment: str = ""  # "": the command's name
+
+
+@dataclass
 class RunConfig:
     seed: int = 0  # of everything random in the run: initial weights, batch order, augmentations
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    log: Log = field(default_factory=Log)
 
     def __post_init__(self):
         require_seed("seed", self.seed)
@@ -274,16 +302,34 @@ class DuplicateKey(Exception):
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """safe_load, but a key written twice in one mapping is an error: YAML keeps the last one
-    silently, so `lr: 0.01` above `lr: 0.02` would train at 0.02 without a word."""
+    silently, so `lr: 0.01` above `lr: 0.02` would train at 0.02 without a word.
 
-    def construct_mapping(self, node, deep=False):
+    Checked as each mapping is read (composed), before merge keys (`<<: *defaults`) are expanded:
+    a key that overrides a merged one is the point of a merge, not a duplicate."""
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
         seen = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = "<<" if key_node.tag == MERGE_TAG else self.construct_object(key_node)
             if key in seen:
                 raise DuplicateKey(key, f" (line {key_node.start_mark.line + 1})")
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return node
+
+    def flatten_mapping(self, node):
+        """Merge keys expanded, each key kept once with the value that wins: the mapping's own over
+        a merged one. PyYAML leaves both in `node.value`, and a mapping merged in turn into
+        another then hands on the overridden value (m: {<<: *b, x: 5} merged gave x from b)."""
+        super().flatten_mapping(node)
+        keys = [self.construct_object(k) if isinstance(k, yaml.ScalarNode) else id(k) for k, _ in node.value]
+        last = {key: index for index, key in enumerate(keys)}
+        node.value = [pair for index, pair in enumerate(node.value) if last[keys[index]] == index]
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -337,10 +383,32 @@ def set_key(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+MAX_CONFIG_VALUES = 100_000  # a shipped config holds about 100; YAML aliases can repeat a list 10⁹ times
+
+
+def require_bounded(raw: Any) -> None:
+    """Refuse a config that expands to more than MAX_CONFIG_VALUES values. YAML aliases share
+    what they name, so a small file can stand for billions of values (an alias bomb): copied
+    (to_dict) or echoed in an error, it would fill the memory or print gigabytes."""
+    count, pending = 0, [raw]
+    while pending:
+        node = pending.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConvexpError(f"the config expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat "
+                               "what they name): write out the values it means, without aliases of aliases")
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
 def from_dict(cls: type, raw: Any, prefix: str) -> Any:
     """Build dataclass `cls` from a mapping, naming the exact key of any mistake."""
+    if not prefix:  # the whole config, before any of it is copied or echoed
+        require_bounded(raw)
     if not isinstance(raw, dict):
-        raise ConvexpError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        raise ConvexpError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {shown(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -365,7 +433,7 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
         return value
     if origin is Literal:
         if value not in args:
-            raise ConvexpError(f"config key '{key}' must be one of {', '.join(map(str, args))}; got {value!r}")
+            raise ConvexpError(f"config key '{key}' must be one of {', '.join(map(str, args))}; got {shown(value)}")
         return value
     if origin in (Union, types.UnionType):
         for option in args:
@@ -431,7 +499,7 @@ def type_name(hint: Any) -> str:
 
 
 def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
-    return ConvexpError(f"config key '{key}' must be {type_name(hint)}; got {value!r} ({type(value).__name__})")
+    return ConvexpError(f"config key '{key}' must be {type_name(hint)}; got {shown(value)} ({type(value).__name__})")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

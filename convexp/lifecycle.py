@@ -19,12 +19,15 @@ from typing import Any
 import torch
 
 from convexp import interrupts
+from convexp.callbacks import watching
 from convexp.config import dump_yaml
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull
+from convexp.loggers import close_loggers, open_loggers
 from convexp.runs import RunFolder, environment, now, run_lock
+from convexp.search import TrialPruned
 from convexp.spec import Experiment
-from convexp.train import CHECKPOINT
+from convexp.train import CHECKPOINT, UnusableCheckpoint
 
 
 def configure_device(device: torch.device, deterministic: bool) -> None:
@@ -74,12 +77,22 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
             raise disk_error(exc, run) from None
         configure_device(device, getattr(getattr(config, "train", None), "deterministic", False))
         with reporter.logging_to(run), interrupts_as_keyboard_interrupt():
+            loggers: list = []
             try:
-                yield run
+                loggers = open_loggers(run, command, config, parent, reporter)  # an unreachable MLflow fails it here
+                with watching(*loggers):
+                    yield run
             except KeyboardInterrupt:
                 set_final(run, status="interrupted")
                 if parent is None:
                     reporter.line(f"interrupted: continue with `convexp resume {run.path}`")
+                raise
+            except TrialPruned as exc:  # a search's pruner stopped it: neither failed nor completed
+                set_final(run, status="pruned", pruned=str(exc), pruned_after_epoch=exc.epoch)
+                raise
+            except UnusableCheckpoint:
+                # Nothing ran: the run is as resumable as before, once the file is moved aside.
+                restore_summary(run, previous) if previous.get("command") else set_final(run, status="failed")
                 raise
             except ConvexpError as exc:
                 set_final(run, status="failed", error=str(exc))
@@ -96,15 +109,25 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
                 if memory is not None:
                     raise memory from None
                 raise
-            try:
-                run.update_summary(status="completed", finished_at=now())
-            except OSError as exc:
-                raise disk_error(exc, run) from None
+            else:
+                try:
+                    run.update_summary(status="completed", finished_at=now())
+                except OSError as exc:
+                    raise disk_error(exc, run) from None
+            finally:
+                close_loggers(loggers, final_status(run))
         # A completed run needs no checkpoint; removed only now, so a kill before the status
         # said `completed` still finds it.
         (run.path / CHECKPOINT).unlink(missing_ok=True)
     if parent is None:
         reporter.line(f"run folder: {run.path}")
+
+
+def final_status(run: RunFolder) -> str:
+    try:
+        return run.status or "failed"
+    except ConvexpError:  # a damaged summary.json
+        return "failed"
 
 
 def set_final(run: RunFolder, **fields) -> None:
@@ -114,6 +137,14 @@ def set_final(run: RunFolder, **fields) -> None:
         if fields.get("error"):
             run.log(f"error: {fields['error']}")
     except (OSError, ConvexpError):  # disk full, or a damaged summary.json: it keeps its last state
+        pass
+
+
+def restore_summary(run: RunFolder, previous: dict) -> None:
+    """summary.json back as it was before this attempt (a failed resume leaves no trace in it)."""
+    try:
+        run.write_json("summary.json", previous)
+    except OSError:
         pass
 
 

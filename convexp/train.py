@@ -29,6 +29,8 @@ from convexp.data import Split, Splits
 from convexp.errors import ConvexpError
 from convexp.interrupts import raise_if_interrupted
 from convexp.models import count_parameters
+from convexp.precision import autocast
+from convexp.precision import resolve as resolve_precision
 from convexp.record import read_metrics
 from convexp.runs import RunFolder
 
@@ -78,15 +80,17 @@ def seed_everything(seed: int) -> None:
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, split: Split, batch_size: int, max_batches: int = 0) -> Evaluation:
+def evaluate(model: nn.Module, split: Split, batch_size: int, max_batches: int = 0,
+             precision: torch.dtype | None = None) -> Evaluation:
     """Mean cross-entropy and accuracy over a whole split (or the first max_batches batches of
-    each bucket: a smoke run's), in eval mode, one sync at the end."""
+    each bucket: a smoke run's), in eval mode, one sync at the end; the forward under autocast
+    to `precision` (None: float32)."""
     model.eval()
     device = split.labels[0].device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     predictions = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for images, labels in zip(split.images, split.labels):
             starts = range(0, len(labels), batch_size)
             bucket_predictions = []
@@ -129,13 +133,16 @@ def train_epoch(
     first_step: int = 0,
     label_smoothing: float = 0.0,
     on_batch_end: Callable[[int, torch.Tensor], None] = lambda batch, loss: None,
+    precision: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
     """One pass over `split` (or its first max_batches batches): the loss of every batch, on
     device, and the batches as (bucket, indices).
 
     `learning_rate(step)`, where given, sets the rate before each batch; steps count every batch
     of training from 0, this epoch's first being `first_step`. `on_batch_end(batch, loss)` after
-    each batch (from 1), the loss still on the device.
+    each batch (from 1), the loss still on the device. The forward pass and the loss run under
+    autocast to `precision` (None: float32); the backward follows the forward's dtypes, and the
+    optimizer updates the float32 weights.
     """
     model.train()
     order = batch_order(split, batch_size, generators["shuffle"])
@@ -150,7 +157,8 @@ def train_epoch(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(first_step + i)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+        with autocast(precision, images.device):
+            loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
         loss.backward()
         optimizer.step()
         losses[i] = loss.detach()  # no .item(): no device sync per batch
@@ -261,7 +269,9 @@ def train_unit(
         reporter.line(f"{label}resuming after epoch {start_epoch} of {cfg.epochs}")
     elif (run.path / "metrics.csv").is_file():  # epochs were done, but their checkpoint is gone
         reporter.line(f"{label}no {CHECKPOINT} in {run.path} though epochs were done before: training again from epoch 1")
-    run.update_summary(seed=seed, device=str(device), parameters=count_parameters(model), data=splits.record())
+    precision, why = resolve_precision(cfg.precision, device)
+    run.update_summary(seed=seed, device=str(device), parameters=count_parameters(model), data=splits.record(),
+                       precision="bf16" if precision is not None else "fp32", precision_reason=why)
     snapshot = None
     prefix = f"{label}epoch"
     all_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
@@ -277,7 +287,7 @@ def train_unit(
             with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
                 losses, order = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
                                             cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing,
-                                            batch_end)
+                                            batch_end, precision)
                 losses = losses.tolist()  # the epoch's one device sync
             history.epoch_seconds.append(round(time.perf_counter() - started, 3))
             check_finite(losses, epoch, cfg.lr)
@@ -285,12 +295,13 @@ def train_unit(
             # A smoke run (max_batches) measures its train metrics on what it trained on: the whole
             # training set would cost it many times its training.
             trained = trained_on(splits.train, order) if n_batches < all_batches else splits.train
-            history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained))
-            event = EpochEnd(run, epoch, cfg.epochs, history.rows[-1], history.epoch_seconds[-1])
+            history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained, eval_precision(precision)))
+            event = EpochEnd(run, epoch, cfg.epochs, history.rows[-1], history.epoch_seconds[-1], losses,
+                             (epoch - 1) * n_batches, optimizer.param_groups[0]["lr"])
+            write_progress(run, history)  # before the watchers: one that stops the run (a pruned trial) keeps the epoch
             for callback in callbacks:
                 callback.on_epoch_end(event)
             snapshot = make_snapshot(epoch, model, optimizer, generators, history)
-            write_progress(run, history)
             if epoch % cfg.checkpoint_every == 0:
                 run.save_torch(CHECKPOINT, snapshot)
             reporter.line(" | ".join([format_epoch(prefix, epoch, cfg.epochs, history), *event.notes]))
@@ -304,13 +315,19 @@ def train_unit(
     return result
 
 
-def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int, train: Split) -> dict[str, float]:
+def eval_precision(training: torch.dtype | None) -> torch.dtype | None:
+    """Evaluation runs in the training's precision (see README, Mixed precision, for the measurement)."""
+    return training
+
+
+def epoch_metrics(model: nn.Module, splits: Splits, cfg: Train, epoch: int, train: Split,
+                  precision: torch.dtype | None = None) -> dict[str, float]:
     """Loss and accuracy on `train` (the training images measured), validation, and test if asked."""
     row: dict[str, float] = {"epoch": epoch}
     measured = {"train": train, "val": splits.val, "test": splits.test}
     names = ["train", "val"] + (["test"] if cfg.test_each_epoch else [])
     for name in names:
-        result = evaluate(model, measured[name], cfg.eval_batch_size, cfg.max_eval_batches)
+        result = evaluate(model, measured[name], cfg.eval_batch_size, cfg.max_eval_batches, precision)
         row[f"{name}_loss"] = result.loss
         row[f"{name}_accuracy"] = result.accuracy
     return row
@@ -336,20 +353,57 @@ def make_snapshot(epoch, model, optimizer, generators, history) -> dict:
     }
 
 
+class UnusableCheckpoint(ConvexpError):
+    """A checkpoint that cannot be resumed from (empty, truncated, a key missing, another model).
+    The run is no worse than before the resume: lifecycle.open_run leaves its status as it was."""
+
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "rng", "history")  # make_snapshot's
+HISTORY_KEYS = ("rows", "batch_losses", "epoch_seconds")  # History.state()'s
+
+
 def load_checkpoint(run, model, optimizer, generators, history: History) -> int:
+    state = read_checkpoint(run)
     try:
-        state = torch.load(run.path / CHECKPOINT, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], generators)
+        epoch = int(state["epoch"])
+    except Exception as exc:  # torch's messages run over many lines: the first names the mismatch
+        raise unusable(run, f"does not fit this run ({type(exc).__name__}: {first_line(exc)})") from None
+    history.rows, history.batch_losses, history.epoch_seconds = (state["history"][key] for key in HISTORY_KEYS)
+    return epoch
+
+
+def read_checkpoint(run) -> dict:
+    """checkpoint.pt's mapping, with every key make_snapshot writes, or UnusableCheckpoint saying what is wrong."""
+    path = run.path / CHECKPOINT
+    size = path.stat().st_size
+    if size == 0:
+        raise unusable(run, "is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConvexpError(f"checkpoint {run.path / CHECKPOINT} cannot be loaded ({exc}): start a new run") from None
-    optimizer.load_state_dict(state["optimizer"])
-    restore_rng(state["rng"], generators)
-    history.rows, history.batch_losses, history.epoch_seconds = (
-        state["history"]["rows"],
-        state["history"]["batch_losses"],
-        state["history"]["epoch_seconds"],
-    )
-    return int(state["epoch"])
+        raise unusable(run, f"is truncated or not a checkpoint ({size:,} bytes; {type(exc).__name__}: {first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise unusable(run, f"holds a {type(state).__name__}, not a checkpoint's mapping")
+    history = state.get("history")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    missing += [f"history.{key}" for key in HISTORY_KEYS if isinstance(history, dict) and key not in history]
+    if missing or not isinstance(history, dict):
+        raise unusable(run, f"is incomplete (no {', '.join(missing or ['history mapping'])})")
+    return state
+
+
+def unusable(run, what: str) -> UnusableCheckpoint:
+    path = run.path / CHECKPOINT
+    return UnusableCheckpoint(f"checkpoint {path} {what}: move it aside (mv {path} {path}.bad) to train that run "
+                              f"again from epoch 1, then `convexp resume {run.resume_folder()}`")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    line = (str(exc).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def write_progress(run: RunFolder, history: History) -> None:
@@ -365,7 +419,8 @@ def write_progress(run: RunFolder, history: History) -> None:
 
 
 def finish(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train, history: History) -> TrainResult:
-    test = evaluate(model, splits.test, cfg.eval_batch_size, cfg.max_eval_batches) if cfg.test else None
+    precision = eval_precision(resolve_precision(cfg.precision, splits.test.labels[0].device)[0])
+    test = evaluate(model, splits.test, cfg.eval_batch_size, cfg.max_eval_batches, precision) if cfg.test else None
     run.save_torch("model.pt", model.state_dict())
     plots.training_curves(history.rows, history.batch_losses[0], run.plots)
     best = history.best()
@@ -397,7 +452,8 @@ def read_completed(run: RunFolder, model: nn.Module, splits: Splits, cfg: Train)
         history.batch_losses[epoch - 1].append(float(row["loss"]))
     test = None
     if cfg.test:  # a sweep's chosen point, tested only now: its summary gains the numbers
-        test = evaluate(model, splits.test, cfg.eval_batch_size, cfg.max_eval_batches)
+        precision = eval_precision(resolve_precision(cfg.precision, splits.test.labels[0].device)[0])
+        test = evaluate(model, splits.test, cfg.eval_batch_size, cfg.max_eval_batches, precision)
         if "test_accuracy" not in summary:
             summary = run.update_summary(test_loss=test.loss, test_accuracy=test.accuracy)
     return TrainResult(model, history, test, summary)

@@ -12,15 +12,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "convexp"
 
 # Lowest first: a module may import from its own layer and the layers below it, never above.
 LAYERS = [
-    {"convexp.errors", "convexp.interrupts", "convexp.memory", "convexp.fork_server", "convexp.stats", "convexp.callbacks", "convexp.record",
+    {"convexp.errors", "convexp.interrupts", "convexp.memory", "convexp.fork_server", "convexp.stats", "convexp.callbacks", "convexp.record", "convexp.precision",
      "convexp.data_roots", "convexp.spec", "convexp.config", "convexp.autograd", "convexp.models", "convexp.shapes",
      "convexp.image_cache", "convexp.runs", "convexp.console", "convexp.progress", "convexp.plots", "convexp.data",
      "convexp.varres", "convexp.augment", "convexp.study_view"},
     {"convexp.train", "convexp.lifecycle", "convexp.benchmark", "convexp.execution", "convexp.execution.task",
-     "convexp.execution.loop", "convexp.execution.workers", "convexp.execution.ray_tasks", "convexp.derivations"},
+     "convexp.execution.loop", "convexp.execution.workers", "convexp.execution.ray_tasks", "convexp.derivations", "convexp.loggers",
+     "convexp.search"},
     "experiments",  # convexp.experiments and every module in it
-    {"convexp.sweep_options", "convexp.application", "convexp.verdicts", "convexp.report", "convexp.listing"},
-    {"convexp.cli", "convexp.__main__"},
+    {"convexp.sweep_options", "convexp.application", "convexp.verdicts", "convexp.report", "convexp.listing",
+     "convexp.predict", "convexp.export"},
+    {"convexp.cli", "convexp.__main__", "convexp.completion"},
 ]
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from convexp.precision import autocast_dtype
+
 Pair = tuple[int, int]
 
 
@@ -442,6 +444,14 @@ def conv2d(
     padding: int, (ph, pw), "valid" (none) or "same" (output as large as the input; stride 1).
     algorithm: "rows" (fast layout) or "reference" (the report's F.unfold/F.fold layout).
     """
+    dtype = autocast_dtype(x)
+    if dtype is not None and x.is_floating_point():
+        # As autocast does for F.conv2d: the Function runs wholly in `dtype`, forward and backward
+        # (its products in bf16); the casts are recorded by autograd, so the gradients reach the
+        # float32 weights in float32.
+        with torch.autocast(x.device.type, enabled=False):
+            return conv2d(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), stride, padding,
+                          dilation, groups, algorithm)
     geometry = conv_geometry(x, weight, stride, padding, dilation, groups)
     function = CONV_FUNCTIONS[algorithm]
     if x.dim() == 3:

@@ -43,6 +43,7 @@ def list_runs(out: Path) -> list[list[str]]:
         status = record.status or "?"
         if status == "running" and not is_alive(path.parent):
             status = "dead (killed while running; `convexp resume` it)"
-        rows.append([path.parent.name, record.command or "?", status, key_metric(record), data_sizes(record),
+        mixed = f" ({record.summary['precision']})" if record.summary.get("precision", "fp32") != "fp32" else ""
+        rows.append([path.parent.name, record.command or "?", status, key_metric(record) + mixed, data_sizes(record),
                      record.summary.get("started_at", "-")])
     return rows

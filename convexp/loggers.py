@@ -126,8 +126,9 @@ class MLflowLogger(RunLogger):
         self.client = connect_mlflow(self.uri)
         summary = run.read_summary()
         self.run_id = summary.get("mlflow_run_id")
-        if self.run_id:  # resumed
+        if self.run_id:  # resumed: the epochs this run shows already are those MLflow holds
             self.client.update_run(self.run_id, status="RUNNING")
+            self.logged = max((m.step for m in self.client.get_metric_history(self.run_id, "val_loss")), default=0)
             return
         experiment = experiment_id(self.client, config.log.mlflow_experiment or command, self.uri)
         parent_id = parent.read_summary().get("mlflow_run_id") if parent is not None else None

@@ -298,10 +298,13 @@ def train_unit(
             history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained, eval_precision(precision)))
             event = EpochEnd(run, epoch, cfg.epochs, history.rows[-1], history.epoch_seconds[-1], losses,
                              (epoch - 1) * n_batches, optimizer.param_groups[0]["lr"])
-            write_progress(run, history)  # before the watchers: one that stops the run (a pruned trial) keeps the epoch
+            # The epoch's snapshot before its metrics show in metrics.csv: a Ctrl-C from then on
+            # saves this epoch, so resume repeats no work. Then the watchers, after metrics.csv:
+            # one that stops the run (a pruned trial) leaves the epoch it stopped at written.
+            snapshot = make_snapshot(epoch, model, optimizer, generators, history)
+            write_progress(run, history)
             for callback in callbacks:
                 callback.on_epoch_end(event)
-            snapshot = make_snapshot(epoch, model, optimizer, generators, history)
             if epoch % cfg.checkpoint_every == 0:
                 run.save_torch(CHECKPOINT, snapshot)
             reporter.line(" | ".join([format_epoch(prefix, epoch, cfg.epochs, history), *event.notes]))

@@ -22,8 +22,8 @@ from convexp.errors import ConvexpError
 from convexp.record import RunRecord, read_metrics
 from convexp.runs import RunFolder
 
-# MLflow's final run statuses, from convexp's
-MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+# MLflow's final run statuses, from convexp's (a pruned trial was stopped, as an interrupted run is)
+MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "pruned": "KILLED"}
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

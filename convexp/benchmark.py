@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +23,12 @@ from convexp.models import MNISTConvNet, to_device
 from convexp.runs import RunFolder
 from convexp.train import make_generators, train_epoch
 
-if TYPE_CHECKING:
-    from convexp.experiments.bench import BenchConfig
-
 # Input of each conv layer of MNISTConvNet: (channels, size); every one 3x3, padding 1.
 CONV_LAYERS = {"conv1": (1, 16, 28), "conv2": (16, 32, 14), "conv3": (32, 64, 7)}
 
-def run(config: BenchConfig, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+def run(config, run: RunFolder, device: torch.device, reporter: Reporter) -> dict:
+    """The bench of experiments/bench.py. `config` is its BenchConfig, left unnamed here: that
+    module imports this one, and a type import back would make a cycle."""
     for key in ("cuda_graphs", "tf32"):
         if getattr(config, key) and device.type != "cuda":
             raise ConvexpError(f"{key}=true is for CUDA, but the bench runs on {device}: add --device cuda "
@@ -100,7 +98,7 @@ def time_ms(function, threads: int, min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def measure_point(config: BenchConfig, device, threads: int, batch_size: int, reporter: Reporter) -> list[dict]:
+def measure_point(config, device, threads: int, batch_size: int, reporter: Reporter) -> list[dict]:
     """Layer fwd+bwd and training step per conv kind; native and hand-written alternate over
     `rounds`, and each keeps its fastest median, so a busy moment on a shared machine does
     not land on one side only."""
@@ -239,7 +237,7 @@ def work_flops(what: str, batch_size: int) -> float:
     return layer_flops(batch_size)[layer] if layer in CONV_LAYERS else step_flops(batch_size)
 
 
-def measure_loop(config: BenchConfig, device) -> dict:
+def measure_loop(config, device) -> dict:
     """One epoch through convexp's train_epoch vs a bare loop doing the same steps."""
     g = torch.Generator().manual_seed(config.seed)
     images = torch.rand(config.loop_digits, 1, 28, 28, generator=g).to(device)

@@ -1,26 +1,130 @@
-"""A sweep's points: what one point is, the experiment's config at a point and seed (the one way
-a sweep derives a child's config), and a child's validation metric read back from its folder.
-Shared by the grid (sweep.py) and the search (sweep_search.py)."""
+"""A sweep's config and its points: SweepConfig (what `convexp sweep` reads and checks), what one
+point is, the experiment's config at a point and seed (the one way a sweep derives a child's
+config), and a child's validation metric read back from its folder. Shared by the grid
+(sweep.py) and the search (sweep_search.py), which both import from here and never each other."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from convexp.config import derive, from_dict
+from convexp.config import Invalid, RunConfig, derive, from_dict, require_seeds
 from convexp.errors import ConvexpError
 from convexp.record import read_metrics
-
-if TYPE_CHECKING:
-    from convexp.experiments.sweep import SweepConfig
 
 
 def grid_keys(key: str) -> list[str]:
     """The config keys a --grid key sets: 'train.lr' -> one; 'model.widths,model.channels' -> two,
     which take their values together, from one list per point."""
     return [part.strip() for part in key.split(",")]
+
+
+SWEEP_OWNED_KEYS = {  # set by the sweep itself for every run: sweeping them would mislabel the points
+    "seed": "the seeds of every point are --seeds",
+    "seeds": "the seeds of every point are --seeds",
+    "device": "one device runs the whole sweep: --device",
+    "train.test": "the sweep tests only the chosen point, after the choice",
+    "train.test_each_epoch": "the sweep tests only the chosen point, after the choice",
+}
+
+
+def sweepable() -> list[str]:
+    """The experiments whose spec says `convexp sweep` may vary their keys."""
+    from convexp.experiments import specs
+
+    return [s.name for s in specs() if s.sweepable]
+
+
+def require_sweepable(experiment: str) -> None:
+    if experiment not in sweepable():
+        raise ConvexpError(f"cannot sweep {experiment!r}: choose one of {', '.join(sweepable())}")
+
+
+@dataclass
+class SweepConfig(RunConfig):
+    """`convexp sweep`: a grid over any keys of one experiment's config, each point trained once
+    per seed; the point is chosen on validation, and only the chosen point is tested. Its own
+    `seed` draws the --random points."""
+
+    experiment: str = "varres-pool"
+    base: dict[str, Any] = field(default_factory=dict)  # the experiment's own config (file + --set), complete
+    grid: dict[str, Any] = field(default_factory=dict)  # config key -> the values it takes
+    random: int = 0  # 0: every point of the grid; N: N of its points, drawn with `seed`
+    seeds: list[int] = field(default_factory=lambda: [0])
+    select: Literal["best_val_accuracy", "val_accuracy", "val_loss"] = "best_val_accuracy"
+    # A search (convexp/search.py): --space ranges, drawn by Optuna's sampler (seeded with `seed`)
+    # for `trials` points; --grid lists are choices there. The pruner stops hopeless trials.
+    space: dict[str, str] = field(default_factory=dict)  # config key -> its range, e.g. "loguniform(1e-4, 1e-2)"
+    sampler: Literal["grid", "random", "tpe"] = "grid"
+    trials: int = 0
+    pruner: Literal["none", "median", "hyperband"] = "none"
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_sweepable(self.experiment)
+        require_seeds("seeds", self.seeds)
+        if not self.grid and not self.space:
+            raise Invalid("grid", "a sweep needs at least one --grid KEY=[values], e.g. --grid train.lr=[0.001,0.0005], "
+                                  "or --space KEY=RANGE")
+        self.check_search()
+        for key, values in self.grid.items():
+            together = grid_keys(key)
+            if any(not part for part in together):
+                raise Invalid("grid", f"--grid {key}: an empty key; join keys that move together with commas, "
+                                      "e.g. model.widths,model.channels=[[[16, 32], 80], [[16, 32, 32], 49]]")
+            for part in together:
+                if part in SWEEP_OWNED_KEYS:
+                    raise Invalid("grid", f"--grid {part}: {SWEEP_OWNED_KEYS[part]}")
+            if not isinstance(values, list) or not values:
+                raise Invalid("grid", f"--grid {key} needs a non-empty list of values in brackets, e.g. {key}=[1, 2]; "
+                                      f"got {values!r}")
+            if len(together) > 1 and any(not isinstance(v, list) or len(v) != len(together) for v in values):
+                raise Invalid("grid", f"--grid {key} moves {len(together)} keys together: each value must list "
+                                      f"{len(together)} values in that order, e.g. [[a1, b1], [a2, b2]]; got {values!r}")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise Invalid("grid", f"--grid {key} lists {repeated[0]!r} more than once: each point would run twice")
+        every = [part for key in self.grid for part in grid_keys(key)]
+        twice = [part for i, part in enumerate(every) if part in every[:i]]
+        if twice:
+            raise Invalid("grid", f"--grid sets {twice[0]} in two places: give each key once")
+        if self.random < 0:
+            raise Invalid("random", f"--random must be 0 (the whole grid) or a number of points; got {self.random}")
+
+    def check_search(self) -> None:
+        from convexp.search import parse_range
+
+        if self.sampler == "grid":
+            if self.space:
+                raise Invalid("space", "--space ranges need a sampler that draws from them: --sampler tpe or random")
+            if self.pruner != "none":
+                raise Invalid("pruner", "--pruner needs a search (--sampler tpe or random): a grid runs every point whole")
+            if self.trials:
+                raise Invalid("trials", "--trials counts a search's points (--sampler tpe or random); a grid runs "
+                                        "every point, or --random N of them")
+            return
+        if self.trials < 1:
+            raise Invalid("trials", f"--sampler {self.sampler} needs --trials N, the number of points to try; got {self.trials}")
+        if self.random:
+            raise Invalid("random", f"--random draws from a grid; with --sampler {self.sampler}, --trials says how many points")
+        for key, text in self.space.items():
+            parse_range(key, text)
+            for part in grid_keys(key):
+                if part in SWEEP_OWNED_KEYS:
+                    raise Invalid("space", f"--space {part}: {SWEEP_OWNED_KEYS[part]}")
+        every = [part for key in [*self.grid, *self.space] for part in grid_keys(key)]
+        twice = [part for i, part in enumerate(every) if part in every[:i]]
+        if twice:
+            raise Invalid("space", f"--grid and --space set {twice[0]} in two places: give each key once")
+
+    @property
+    def searches(self) -> bool:
+        return self.sampler != "grid"
+
+    def swept_keys(self) -> list[str]:
+        return [*self.grid, *self.space]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from convexp.console import Reporter
     from convexp.execution import Execution
-    from convexp.experiments.sweep import SweepConfig
+    from convexp.experiments.sweep_points import SweepConfig
 
 
 def search_ranges(config: SweepConfig) -> dict:

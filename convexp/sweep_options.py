@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from convexp.config import from_dict, parse_value, to_dict
 from convexp.errors import ConvexpError
-from convexp.experiments.sweep import SweepConfig, check_points, require_sweepable
+from convexp.experiments.sweep import check_points
+from convexp.experiments.sweep_points import SweepConfig, require_sweepable
 
 
 def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options,

@@ -502,6 +502,18 @@ def type_error(key: str, hint: Any, value: Any) -> ConvexpError:
     return ConvexpError(f"config key '{key}' must be {type_name(hint)}; got {shown(value)} ({type(value).__name__})")
 
 
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as a dict (to_dict, or read from config.yaml) by full key: {"train": {"lr": 1}} ->
+    {"train.lr": 1}; the keys --set takes."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convexp.callbacks import Callback, EpochEnd
-from convexp.config import to_dict
+from convexp.config import flatten, to_dict
 from convexp.errors import ConvexpError
 from convexp.record import RunRecord, read_metrics
 from convexp.runs import RunFolder
@@ -26,15 +26,9 @@ from convexp.runs import RunFolder
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "pruned": "KILLED"}
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 0.001}} -> {"train.lr": 0.001}; lists as their text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
+def as_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A config by full key (train.lr), each value a scalar TensorBoard and MLflow take: lists as text."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flatten(config).items()}
 
 
 class RunLogger(Callback):
@@ -97,7 +91,7 @@ class TensorBoardLogger(RunLogger):
                 self.writer.add_scalar("accuracy/test", record.test_accuracy, epochs)
             for resolution, accuracy in record.summary.get("accuracy_per_resolution", {}).items():
                 self.writer.add_scalar(f"accuracy_per_resolution/{resolution}px", accuracy, epochs)
-            config = flatten(yaml_config(self.run))
+            config = as_params(yaml_config(self.run))
             final = {f"hparam/{k}": v for k, v in record.final.items()}
             if record.test_accuracy is not None:
                 final["hparam/test_accuracy"] = record.test_accuracy
@@ -136,7 +130,7 @@ class MLflowLogger(RunLogger):
         self.run_id = self.client.create_run(experiment, run_name=run.path.name, tags=tags).info.run_id
         from mlflow.entities import Param
 
-        params = [Param(key, str(value)[:6000]) for key, value in flatten(to_dict(config)).items()]
+        params = [Param(key, str(value)[:6000]) for key, value in as_params(to_dict(config)).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params a call
             self.client.log_batch(self.run_id, params=params[start : start + 100])
         run.update_summary(mlflow_run_id=self.run_id, mlflow_tracking_uri=self.uri)

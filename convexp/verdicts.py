@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from convexp.config import flatten
 from convexp.errors import ConvexpError
 from convexp.spec import POOLING, RESIZE
 from convexp.stats import Spread
@@ -86,8 +87,9 @@ def sweep_children(runs: list, batch_size: int) -> list:
 
 # -- which runs one mean ± std over seeds may pool ---------------------------------------------
 # Keys that may differ between the seeds of one configuration: the seed itself, where it ran,
-# and where its data lies on that machine (the data is compared by its split sizes instead).
-NOT_CONFIGURATION = ("seed", "seeds", "device", "data.root", "data.url", "mnist_root", "varres_root")
+# where its data lies on that machine (the data is compared by its split sizes instead), and
+# where it was shown (log.*: TensorBoard, MLflow).
+NOT_CONFIGURATION = ("seed", "seeds", "device", "data.root", "data.url", "mnist_root", "varres_root", "log.")
 
 
 def seeds_of_one_configuration(runs: list) -> list:
@@ -95,9 +97,11 @@ def seeds_of_one_configuration(runs: list) -> list:
     seed, on the same data, each seed once. Two runs of one seed would count one draw twice (std
     0, a 'beyond the spread' verdict on nothing), and runs of other settings or data are not
     seeds of one experiment: a ConvexpError says which, and how to report them apart."""
+    first = flatten(runs[0].config) if runs else {}
     for run in runs[1:]:
-        differ = sorted(key for key in flat(runs[0].config).keys() | flat(run.config).keys()
-                        if not key.startswith(NOT_CONFIGURATION) and flat(runs[0].config).get(key) != flat(run.config).get(key))
+        other = flatten(run.config)
+        differ = sorted(key for key in first.keys() | other.keys()
+                        if not key.startswith(NOT_CONFIGURATION) and first.get(key) != other.get(key))
         if differ:
             raise refusal(runs[0], run, f"differ in {', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}")
         if data_sizes(run) != data_sizes(runs[0]):
@@ -117,17 +121,6 @@ def refusal(a, b, why: str) -> ConvexpError:
 def data_sizes(run) -> tuple | None:
     data = run.data
     return None if data is None else (data.train, data.val, data.test)
-
-
-def flat(mapping: dict, prefix: str = "") -> dict:
-    """{'train': {'lr': 1}} -> {'train.lr': 1}"""
-    items = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            items.update(flat(value, f"{prefix}{key}."))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
 
 
 OUR_NUMBERS: dict[str, Callable[[Runs], list[float]]] = {

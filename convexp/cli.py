@@ -20,6 +20,7 @@ from convexp.errors import ConvexpError
 from convexp.experiments import spec, specs
 from convexp.memory import keep_freed_memory
 from convexp.spec import Experiment, Flag
+from convexp.sweep_options import ASK_ABOVE_RUNS
 
 app = typer.Typer(
     add_completion=True,  # --install-completion, --show-completion: convexp/completion.py says what completes
@@ -159,6 +160,7 @@ def sweep(
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
     name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help=f"Start a sweep of more than {ASK_ABOVE_RUNS} runs without asking.")] = False,
 ) -> None:
     """Any config keys of one experiment over a grid or searched ranges, seeds per point; chosen on validation, then only the best point is tested."""
     from convexp.application import launch
@@ -166,7 +168,7 @@ def sweep(
 
     options = run_options(locals())
     launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options, space or [], sampler,
-                                       trials, pruner), options)
+                                       trials, pruner, yes), options)
 
 
 @app.command()

@@ -59,6 +59,11 @@ class RunFolder:
         child.path.mkdir(exist_ok=True)
         return child
 
+    def child_status(self, name: str) -> str | None:
+        """A sub-run's status without creating its folder: a study of 10,000 points creates each
+        point's folder only when that point starts (the executor's task does)."""
+        return RunFolder(self.path / name).status
+
     # -- atomic writes ----------------------------------------------------------------------
 
     def write_bytes(self, relative: str, data: bytes) -> Path:

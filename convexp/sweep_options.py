@@ -11,7 +11,10 @@ from convexp.experiments.sweep_points import SweepConfig, require_sweepable
 
 
 def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options,
-                 space: list[str] = (), sampler: str | None = None, trials: int = 0, pruner: str = "none") -> SweepConfig:
+                 space: list[str] = (), sampler: str | None = None, trials: int = 0, pruner: str = "none",
+                 yes: bool = False) -> SweepConfig:
+    """The sweep the command line asks for, checked whole; `yes`: a large one needs no confirmation
+    (confirm_size), which is asked before its points are checked, the slow part of a large one."""
     from convexp.application import load_experiment_config
     from convexp.experiments import spec
     from convexp.search import parse_space, require_optuna
@@ -34,8 +37,41 @@ def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | Non
         if config.pruner != "none" and spec(experiment).study:
             raise ConvexpError(f"--pruner stops a trial's training runs; {experiment} is a study of its own runs, "
                                "which it does not prune: use --pruner none")
+    check_size(config)
+    confirm_size(config, yes)
     check_points(config)  # every point's config (a search: every range), before anything runs
     return config
+
+
+# Above this many runs a sweep asks first (a typo in a grid can mean days of training); above the
+# ceiling it is refused: its points could not even be listed and checked before training.
+ASK_ABOVE_RUNS = 500
+MAX_RUNS = 10_000
+
+
+def check_size(config: SweepConfig) -> None:
+    points = config.point_count()
+    runs = points * len(config.seeds)
+    if runs > MAX_RUNS:
+        raise ConvexpError(f"this sweep has {points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs, more than "
+                           f"the {MAX_RUNS:,} a sweep may hold: draw some with --random N, or search with --sampler tpe --trials N")
+
+
+def confirm_size(config: SweepConfig, yes: bool) -> None:
+    """A sweep of more than ASK_ABOVE_RUNS runs starts only with --yes, or when a terminal says yes."""
+    import sys
+
+    import typer
+
+    points = config.point_count()
+    runs = points * len(config.seeds)
+    if yes or runs <= ASK_ABOVE_RUNS:
+        return
+    what = f"this sweep trains {points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs"
+    if not sys.stdin.isatty():
+        raise ConvexpError(f"{what}: pass --yes to start it, or fewer points (--random N, --trials N)")
+    if not typer.confirm(f"{what}; start it?", default=False):
+        raise ConvexpError(f"{what}: not started (pass --yes to start it without asking)")
 
 
 def parse_grid(items: list[str]) -> dict:

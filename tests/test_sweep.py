@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.helpers import (
     invoke,
     mini,
     only_run,
+    sigint_at_batch,
 )
 
 
@@ -32,6 +34,37 @@ def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
     assert drawn == again and len(drawn) == 4 and len({p.index for p in drawn}) == 4
     assert set(p.index for p in drawn) <= set(range(6))
     assert Point(3, {"train.lr": 0.1}).name == "p03"
+
+
+def test_points_are_built_from_their_index_in_the_products_order_without_listing_the_grid():
+    grid = {"train.lr": [1e-3, 5e-4], "train.batch_size": [16, 32, 64], "train.epochs": [1, 2]}
+    config = SweepConfig(experiment="train-mnist", grid=grid)
+    product = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    assert [p.values for p in grid_points(config)] == product
+    drawn = grid_points(SweepConfig(experiment="train-mnist", grid=grid, random=5, seed=3))
+    assert [p.values for p in drawn] == [product[p.index] for p in drawn]
+    # 10^12 points: drawing 3 of them costs 3 points (listing the product would never end)
+    huge = {f"train.k{i}": list(range(10)) for i in range(12)}
+    points = grid_points(sweep_of(huge, random=3))
+    assert len(points) == 3 and all(len(p.values) == 12 for p in points)
+    assert all(int("".join(str(v) for v in p.values.values())) == p.index for p in points)
+
+
+def sweep_of(grid: dict, random: int) -> SweepConfig:
+    """A SweepConfig over keys the experiment lacks (unchecked here: grid_points only counts)."""
+    config = SweepConfig(experiment="train-mnist", grid={"train.lr": [0.1]}, random=random)
+    config.grid = grid
+    return config
+
+
+@pytest.mark.slow(seconds=5)
+def test_a_sweep_creates_a_points_folder_only_when_the_point_starts(tmp_path, mnist_root):
+    args = ["sweep", "train-mnist", "--grid", "train.lr=[0.001, 0.002, 0.003, 0.004]", "--set", "train.max_batches=2",
+            *SMOKE_EVAL, *mini(mnist_root), "--out", str(tmp_path), "-q"]
+    with sigint_at_batch(1):  # Ctrl-C in the first point's first epoch
+        stopped = invoke(*args)
+    assert stopped.returncode == 130, stopped.stderr
+    assert sorted(p.name for p in only_run(tmp_path).glob("p*")) == ["p00-seed0"]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +92,13 @@ def test_grid_is_the_product_and_random_draws_distinct_points_reproducibly():
         (["train-mnist", "--grid", "train.lr,=[[0.1, 1]]"], "--grid train.lr,: an empty key"),
         (["varres-pool", "--grid", "model.widths,model.channels=[[[16, 32], 80], [[16, -1], 49]]", "--set", "model.pooling=[max]"],
          "sweep point model.widths,model.channels=[[16, -1], 49]: model.widths must list channel counts from 1"),
+        # a large sweep is asked for (no terminal here: --yes), a huge one refused; both before any folder
+        (["train-mnist", "--grid", f"train.lr={[i / 1e4 for i in range(1, 31)]}", "--grid", f"train.epochs={list(range(1, 21))}"],
+         "this sweep trains 600 points x 1 seed(s) = 600 runs: pass --yes to start it"),
+        (["train-mnist", "--grid", f"train.lr={[i / 1e4 for i in range(1, 101)]}", "--grid", f"train.epochs={list(range(1, 101))}",
+          "--seeds", "0,1", "--yes"], "10,000 points x 2 seed(s) = 20,000 runs, more than the 10,000 a sweep may hold: draw some with --random N"),
+        (["train-mnist", "--space", "train.lr=loguniform(1e-4, 1e-2)", "--trials", "300", "--seeds", "0,1"],
+         "this sweep trains 300 points x 2 seed(s) = 600 runs: pass --yes"),
     ],
 )
 def test_sweep_errors_are_one_line_before_anything_runs(tmp_path, args, message):

@@ -83,7 +83,7 @@ def train_children(run: RunFolder, points: dict, train_point: Callable, splits: 
     """
     tasks = [ChildTask(name, run.path / name, train_point, work=work(child_config), epochs=child_config.train.epochs,
                        kwargs={"parent": run.path, "name": name, "config": child_config}, device=str(device), data=splits)
-             for name, child_config in points.items() if run.child(name).status != "completed"]
+             for name, child_config in points.items() if run.child_status(name) != "completed"]
     run_children(tasks, execution, reporter)
 
 

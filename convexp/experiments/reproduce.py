@@ -62,6 +62,12 @@ class ReproduceConfig(RunConfig):
     varres_root: str = "auto"
     varres_seed: int = 0
     conv: Literal["native", "unfold", "unfold-reference"] = "native"
+    # train.precision of every training step (fp32 | bf16 | auto, see convexp/precision.py):
+    # the study under bf16 is how its verdicts are checked against fp32's.
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # Which of the report's questions to run (part1, Q7, Q8, Q9, Q12, Q15, Q16, Q17, beyond);
+    # empty: all of them. A study of some questions costs only theirs (e.g. [Q7, Q16, Q17]).
+    questions: list[str] = field(default_factory=list)
     final: FinalComparison = field(default_factory=FinalComparison)
     configs_dir: str = "configs"  # each step starts from its own configs/<command>.yaml
     fast_dev_run: bool = False  # one seed, one epoch of a few batches per run: checks the pipeline
@@ -76,6 +82,13 @@ class ReproduceConfig(RunConfig):
         require_seed("varres_seed", self.varres_seed)
         if not self.val_split > 0:
             raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
+        known = list(dict.fromkeys(plan.question for plan in STEPS))
+        unknown = [q for q in self.questions if q not in known]
+        if unknown:
+            raise Invalid("questions", f"{{key}} names {', '.join(map(str, unknown))}, which the study does not "
+                                       f"answer: choose from {', '.join(known)} (or [] for all)")
+        if "beyond" in self.questions and not self.beyond:
+            raise Invalid("questions", "{key} asks for 'beyond', which runs only with beyond: true: set both")
 
     def with_data_roots(self) -> ReproduceConfig:
         """`auto` roots resolved (data_roots.py); with no mnist-varres anywhere, varres_root
@@ -149,7 +162,7 @@ def step_changes(plan: StepPlan, config: ReproduceConfig, seed: int, varres_root
     conv = {plan.conv_key: config.conv} if plan.conv_key else {}
     if not plan.data:  # part1, count-params: no data, and their own seed
         return {"device": device, **conv, **plan.changes}
-    changes = {"seed": seed, "device": device, **conv}
+    changes = {"seed": seed, "device": device, "train.precision": config.precision, **conv}
     if plan.data == "mnist":
         changes |= {"data.root": config.mnist_root, "data.download": config.download, "data.val_split": config.val_split}
     else:
@@ -172,7 +185,7 @@ def steps(config: ReproduceConfig, varres_root: Path, device: torch.device) -> l
     from convexp.experiments import spec
 
     seeds = config.seeds[:1] if config.fast_dev_run else config.seeds
-    plans = [p for p in STEPS if config.beyond or not p.beyond]
+    plans = [p for p in STEPS if (config.beyond or not p.beyond) and (not config.questions or p.question in config.questions)]
     rounds = [(p, None) for p in plans if not p.per_seed] + [(p, s) for s in seeds for p in plans if p.per_seed]
     plan = []
     for step, seed in rounds:
@@ -248,7 +261,7 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
     number = {step.name: f"[{index}/{len(plan)}] {step.question} {step.name}" for index, step in enumerate(plan, start=1)}
     tasks = []
     for step in plan:
-        if run.child(step.name).status == "completed":
+        if run.child_status(step.name) == "completed":
             progress.keep(step.name)
             reporter.line(f"{number[step.name]}: completed earlier, kept")
             continue
@@ -276,7 +289,7 @@ def run(config: ReproduceConfig, run: RunFolder, device: torch.device, reporter:
     show_step_times(reporter, plan, seconds)
     at_once = f"{execution.jobs} step(s) at once" if execution.jobs else "as many steps at once as Ray allowed"
     reporter.line(f"this session: {duration(wall_seconds)} wall clock, {at_once} ({execution.executor})")
-    failed = [step.name for step in plan if run.child(step.name).status != "completed"]
+    failed = [step.name for step in plan if run.child_status(step.name) != "completed"]
     headline = {"steps": [s.name for s in plan], "questions": {s.name: s.question for s in plan},
                 "fast_dev_run": config.fast_dev_run, "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
                 "wall_seconds": wall_seconds, "jobs": execution.jobs, "executor": execution.executor}

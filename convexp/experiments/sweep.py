@@ -11,7 +11,6 @@ A search (--space, --sampler random|tpe, --pruner) draws its points instead: swe
 from __future__ import annotations
 
 import io
-import itertools
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,13 +38,24 @@ LOWER_IS_BETTER = {"val_loss"}
 
 
 def grid_points(config: SweepConfig) -> list[Point]:
-    """Every point of the grid (keys in the order given), or `random` of them drawn with `seed`."""
+    """Every point of the grid (keys in the order given, the last varying fastest), or `random` of
+    them drawn with `seed`. Points are built from their index, never the whole product listed, so
+    --random 20 of a grid of 10^12 points costs 20 points."""
     keys = list(config.grid)
-    combos = list(itertools.product(*(config.grid[k] for k in keys)))
-    chosen = range(len(combos))
-    if 0 < config.random < len(combos):
-        chosen = sorted(random.Random(config.seed).sample(range(len(combos)), config.random))
-    return [Point(i, dict(zip(keys, combos[i]))) for i in chosen]
+    total = config.grid_size()
+    chosen = range(total)
+    if 0 < config.random < total:
+        chosen = sorted(random.Random(config.seed).sample(range(total), config.random))
+    return [Point(i, grid_values(config.grid, keys, i)) for i in chosen]
+
+
+def grid_values(grid: dict, keys: list[str], index: int) -> dict:
+    """The index-th point of itertools.product over the keys' values."""
+    values = {}
+    for key in reversed(keys):
+        index, position = divmod(index, len(grid[key]))
+        values[key] = grid[key][position]
+    return {key: values[key] for key in keys}
 
 
 def check_points(config: SweepConfig) -> list[Point]:
@@ -82,7 +92,7 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
         reporter.line(f"sweep of {config.experiment}: {len(points)} point(s) x {len(config.seeds)} seed(s) = "
                       f"{len(children)} runs, chosen by {config.select} on validation")
     unfinished = {name: point_config(config, p, s) for name, (p, s) in children.items()
-                  if run.child(name).status not in ("completed", "pruned")}
+                  if run.child_status(name) not in ("completed", "pruned")}
     tasks = [ChildTask(name, run.path / name, run_experiment_child, epochs=child_config.train.epochs, device=str(device),
                        kwargs={"parent": run.path, "name": name, "command": config.experiment,
                                "config": child_config, "question": ""})
@@ -99,7 +109,7 @@ def run(config: SweepConfig, run: RunFolder, device: torch.device, reporter: Rep
     write_plots(run, config, ranking)
     show_ranking(reporter, config, ranking)
     # A search's failed trial is one of its answers (told to the study as such), not a failed sweep.
-    failed = [name for name in children if run.child(name).status not in ("completed", "pruned")]
+    failed = [name for name in children if run.child_status(name) not in ("completed", "pruned")]
     if config.searches and any(r["runs"] for r in ranking):
         failed = []
     tested = [r for r in ranking if r["runs"]]

@@ -6,6 +6,7 @@ config), and a child's validation metric read back from its folder. Shared by th
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +119,16 @@ class SweepConfig(RunConfig):
         twice = [part for i, part in enumerate(every) if part in every[:i]]
         if twice:
             raise Invalid("space", f"--grid and --space set {twice[0]} in two places: give each key once")
+
+    def grid_size(self) -> int:
+        """How many points the grid's product has."""
+        return math.prod(len(values) for values in self.grid.values())
+
+    def point_count(self) -> int:
+        """How many points the sweep trains: the search's trials, --random of the grid, or all of it."""
+        if self.searches:
+            return self.trials
+        return min(self.random, self.grid_size()) if self.random else self.grid_size()
 
     @property
     def searches(self) -> bool:

@@ -63,7 +63,7 @@ def search_points(config: SweepConfig, run: RunFolder, device: torch.device, rep
             point = Point(drawn.number, drawn.values)
             for seed in config.seeds:
                 name = f"{point.name}-seed{seed}"
-                if run.child(name).status in ("completed", "pruned"):
+                if run.child_status(name) in ("completed", "pruned"):
                     continue
                 child_config = point_config(config, point, seed)
                 kwargs = {"parent": run.path, "name": name, "command": config.experiment, "config": child_config,
@@ -89,7 +89,7 @@ REFUSE_RAY_PRUNING = ("--pruner with --executor ray is not supported: a Ray task
 
 def trial_outcome(config: SweepConfig, run: RunFolder, point: Point) -> float | str:
     """What the study is told: the mean over seeds of the selection metric, else pruned or failed."""
-    statuses = [run.child(f"{point.name}-seed{seed}").status for seed in config.seeds]
+    statuses = [run.child_status(f"{point.name}-seed{seed}") for seed in config.seeds]
     if "pruned" in statuses:
         return "pruned"
     if any(status != "completed" for status in statuses):

@@ -160,6 +160,8 @@ CATALOGUE = [
     ("lr-underflows-float32", None, ["varres-pool", "--set", "train.lr=1e-50"], "config key 'train.lr' is 1e-50, which training's float32"),
     ("weight-decay-overflows-float32", None, ["train-mnist", "--set", "train.weight_decay=1e300"],
      "config key 'train.weight_decay' is 1e+300"),
+    ("reproduce-unknown-question", None, ["reproduce", "--set", "questions=[Q7, Q99]"],
+     "questions names Q99, which the study does not answer: choose from part1, Q15, Q7"),
     ("final-lr-overflows-float32", None, ["reproduce", "--set", "final.lr=1e39"], "config key 'final.lr' is 1e+39"),
     # class 4: paths, suggestions that work as printed, messages of bounded size
     ("make-varres-out-under-a-file", mnist_files, ["make-varres", "--mnist-root", "{x}", "--out", "{x}/MNIST/raw/t10k-images-idx3-ubyte/v"],

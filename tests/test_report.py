@@ -366,3 +366,18 @@ def test_report_pools_two_studies_of_other_seeds(tmp_path, course_varres):
     result = invoke("report", str(first), str(second), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     assert "(n=2)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_study_of_some_questions_plans_only_theirs_at_the_precision_asked():
+    import torch
+
+    from convexp.experiments.reproduce import ReproduceConfig, steps
+
+    config = ReproduceConfig(questions=["Q7", "Q17"], precision="bf16", seeds=[0, 1], mnist_root="m", varres_root="v")
+    plan = steps(config, Path("v"), torch.device("cpu"))
+    assert [s.name for s in plan] == ["train-mnist-seed0", "final-resize-seed0", "final-pool-seed0",
+                                      "train-mnist-seed1", "final-resize-seed1", "final-pool-seed1"]
+    assert {s.config.train.precision for s in plan} == {"bf16"}
+    every = steps(ReproduceConfig(mnist_root="m", varres_root="v", seeds=[0]), Path("v"), torch.device("cpu"))
+    assert len(every) == len(STEPS_OF_SEED_0) - 1  # beyond: false unless asked
+    assert {s.config.train.precision for s in every if hasattr(s.config, "train")} == {"fp32"}

@@ -41,7 +41,6 @@ def build_varres(
     folder that looks complete. The images it wrote go to the disk cache as well, so no process
     ever decodes these PNGs (for the course's size, 40 s of one core).
     """
-    from PIL import Image
 
     if out.exists():
         raise ConvexpError(f"{out} already exists: remove it or pick another --out")
@@ -51,21 +50,11 @@ def build_varres(
     shutil.rmtree(partial, ignore_errors=True)
     make_folder(out.parent, f"mnist-varres ({out.name})")
     generator = torch.Generator().manual_seed(seed)
-    counts: dict[str, Counter] = {}
-    written: dict[str, list[tuple[int, str, torch.Tensor]]] = {}  # per split: (label, file name, canvas)
-    for split, train in (("train", True), ("test", False)):
-        images, labels = read_mnist(mnist_root, train=train, download=download)
-        pixels = (images[:, 0] * 255).round().to(torch.uint8)  # (n, 28, 28), the original bytes
-        size_index = torch.randint(len(sizes), (len(labels),), generator=generator)
-        counts[split], written[split] = Counter(), []
-        for digit in range(10):
-            (out.parent / partial.name / split / str(digit)).mkdir(parents=True, exist_ok=True)
-        for n, (digit_pixels, label, k) in enumerate(zip(pixels, labels.tolist(), size_index.tolist())):
-            size = sizes[k]
-            canvas = paste(digit_pixels, size, generator, center)
-            Image.fromarray(canvas.numpy(), mode="L").save(partial / split / str(label) / f"{n}.png")
-            counts[split][(label, size)] += 1
-            written[split].append((label, f"{n}.png", canvas))
+    try:
+        counts, written = write_canvases(mnist_root, partial, generator, center, sizes, download)
+    except KeyboardInterrupt:  # a build starts over anyway: what it wrote would only take up room
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     partial.rename(out)
     for split, images in written.items():
         images.sort(key=lambda image: image[:2])  # ImageFolder's order: class folder, then file name
@@ -73,6 +62,30 @@ def build_varres(
                           [canvas.unsqueeze(0).float().div_(255) for _, _, canvas in images],  # as decoding gives
                           torch.tensor([label for label, _, _ in images]))
     return counts
+
+
+def write_canvases(mnist_root: Path, partial: Path, generator: torch.Generator, center: bool, sizes,
+                   download: bool) -> tuple[dict[str, Counter], dict[str, list]]:
+    """Every MNIST digit on its canvas, as PNGs under `partial`: the counts per split of (digit,
+    size), and per split what was written: (label, file name, canvas)."""
+    from PIL import Image
+
+    counts: dict[str, Counter] = {}
+    written: dict[str, list[tuple[int, str, torch.Tensor]]] = {}
+    for split, train in (("train", True), ("test", False)):
+        images, labels = read_mnist(mnist_root, train=train, download=download)
+        pixels = (images[:, 0] * 255).round().to(torch.uint8)  # (n, 28, 28), the original bytes
+        size_index = torch.randint(len(sizes), (len(labels),), generator=generator)
+        counts[split], written[split] = Counter(), []
+        for digit in range(10):
+            (partial / split / str(digit)).mkdir(parents=True, exist_ok=True)
+        for n, (digit_pixels, label, k) in enumerate(zip(pixels, labels.tolist(), size_index.tolist())):
+            size = sizes[k]
+            canvas = paste(digit_pixels, size, generator, center)
+            Image.fromarray(canvas.numpy(), mode="L").save(partial / split / str(label) / f"{n}.png")
+            counts[split][(label, size)] += 1
+            written[split].append((label, f"{n}.png", canvas))
+    return counts, written
 
 
 def paste(digit: torch.Tensor, size: int, generator: torch.Generator, center: bool) -> torch.Tensor:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from convexp.experiments.classification import classification_breakdown
 from convexp.stats import confusion_matrix
 from convexp.train import Evaluation
 from convexp.varres import build_varres, load_varres, paste, resize_split
-from tests.helpers import invoke, write_pngs
+from tests.helpers import CliProcess, invoke, write_pngs
 
 
 @pytest.fixture(scope="session")  # session: make test runs the slow tests first, apart from the others
@@ -278,3 +280,19 @@ def test_a_cache_entry_that_is_whole_but_inconsistent_is_decoded_again(tmp_path)
     assert image_cache.load(name, listing) is None
     varres.read_image_folder_once.cache_clear()
     assert torch.equal(varres.read_image_folder(folder)[1], expected[1])
+
+
+@pytest.mark.slow(seconds=5)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_make_varres_says_nothing_was_kept_and_how_to_go_on(tmp_path, mnist_root, sig):
+    out = tmp_path / "v"
+    build = CliProcess("make-varres", "--mnist-root", str(mnist_root), "--out", str(out), log=tmp_path / "log")
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "v.partial").glob("train/*/*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it is writing images
+    build.send_signal(sig)
+    assert build.wait() == 130, build.output()
+    lines = build.output().strip().splitlines()
+    assert lines[-1] == (f"error: make-varres interrupted: {out} was not written and its partial files are removed "
+                         "(a build cannot go on from where it stopped); run the same command again to build it")
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "log"]  # neither v nor v.partial

@@ -7,9 +7,16 @@ from pathlib import Path
 from convexp.config import SEED_LIMIT
 from convexp.console import Reporter
 from convexp.errors import ConvexpError
+from convexp.lifecycle import interrupts_as_keyboard_interrupt
 from convexp.varres import build_varres
 
 MAX_CANVAS = 1024
+
+
+class BuildInterrupted(ConvexpError):
+    """Ctrl-C or SIGTERM while building: exit 130, as an interrupted run exits."""
+
+    exit_code = 130
 
 
 def make(mnist_root: Path, out: Path, seed: int, center: bool, sizes_text: str) -> None:
@@ -25,7 +32,12 @@ def make(mnist_root: Path, out: Path, seed: int, center: bool, sizes_text: str) 
     if not 0 <= seed < SEED_LIMIT:
         raise ConvexpError(f"--seed must be from 0 to {SEED_LIMIT - 1}; got {seed}")
     reporter = Reporter()
-    counts = build_varres(mnist_root, out, seed=seed, center=center, sizes=sizes)
+    try:
+        with interrupts_as_keyboard_interrupt():  # SIGTERM too, as for a run
+            counts = build_varres(mnist_root, out, seed=seed, center=center, sizes=sizes)
+    except KeyboardInterrupt:
+        raise BuildInterrupted(f"make-varres interrupted: {out} was not written and its partial files are removed "
+                               "(a build cannot go on from where it stopped); run the same command again to build it") from None
     for split, counter in counts.items():
         rows = [[digit, *(counter[(digit, s)] for s in sizes), sum(counter[(digit, s)] for s in sizes)] for digit in range(10)]
         rows.append(["all", *(sum(counter[(d, s)] for d in range(10)) for s in sizes), sum(counter.values())])

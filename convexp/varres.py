@@ -138,6 +138,20 @@ def load_varres(cfg: VarresData) -> tuple[Split, Split, Split]:
     )
 
 
+def empty_buckets(resolutions: list[int], splits: dict[str, Split]) -> str:
+    """What the banner adds when a resolution of data.resolutions has no images in some split
+    ("" when every split has every one): that split's buckets are left out, so for instance
+    the per-resolution test accuracy of a size the test split lacks is not measured."""
+    notes = []
+    for size in resolutions:
+        lacking = [name for name, split in splits.items() if size not in split.resolutions]
+        if len(lacking) == len(splits):
+            notes.append(f"no image is {size}x{size} (data.resolutions lists it): nothing of that size trains or is measured")
+        elif lacking:
+            notes.append(f"no {size}x{size} images in {' or '.join(lacking)}: that bucket is left out there")
+    return "; ".join(notes)
+
+
 def warm_cache(root: Path) -> None:
     """Decode a varres folder here, once, before parallel workers start: each then reads it from
     the disk cache in a second instead of decoding it again at the same time as the others.

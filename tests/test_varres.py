@@ -296,3 +296,15 @@ def test_an_interrupted_make_varres_says_nothing_was_kept_and_how_to_go_on(tmp_p
     assert lines[-1] == (f"error: make-varres interrupted: {out} was not written and its partial files are removed "
                          "(a build cannot go on from where it stopped); run the same command again to build it")
     assert sorted(tmp_path.iterdir()) == [tmp_path / "log"]  # neither v nor v.partial
+
+
+def test_a_resolution_with_no_images_in_a_split_is_said_in_the_banner(tmp_path):
+    root = write_pngs(tmp_path / "v", [32, 48, 32, 48, 32, 48])
+    for png in (root / "test").glob("*/[135].png"):  # the test split's 48 px images
+        png.unlink()
+    result = invoke("varres-pool", "--set", f"data.root={root}", "--set", "train.epochs=1", "--set", "model.channels=4",
+                    "--set", "model.pooling=[max]", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    note = next(line for line in result.stdout.splitlines() if line.startswith("note: "))
+    assert note == ("note: no 48x48 images in test: that bucket is left out there; no image is 64x64 (data.resolutions "
+                    "lists it): nothing of that size trains or is measured")

@@ -81,6 +81,14 @@ def require_float32(key: str, value: float) -> None:
                            "(from 1.4e-45 to 3.4e+38): use a value like 0.001")
 
 
+def require_val_split(key: str, value: float) -> None:
+    """A fraction in (0, 1) of the training digits, or a whole count of them (whether the count
+    leaves any for training is known only once the data is read: data.validation_count)."""
+    if not (0 < value < 1 or (value >= 1 and value == int(value))):
+        raise Invalid(key, f"config key '{{key}}' must be a fraction in (0, 1) or a whole count >= 1 of digits, "
+                           f"e.g. 0.2 or 10000; got {value}")
+
+
 def require_seed(key: str, value: int) -> None:
     if not 0 <= value < SEED_LIMIT:
         raise Invalid(key, f"config key '{{key}}' must be a seed from 0 to {SEED_LIMIT - 1}; got {value}")
@@ -107,8 +115,7 @@ class MnistData:
     normalize: bool = False
 
     def __post_init__(self):
-        if not self.val_split > 0:
-            raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
+        require_val_split("val_split", self.val_split)
 
     def with_root(self) -> MnistData:
         from convexp.data_roots import resolve_root
@@ -143,6 +150,9 @@ class VarresData:
 @dataclass
 class Model:
     conv: Literal["native", "unfold", "unfold-reference"] = "native"
+
+
+MAX_EPOCHS = 100_000  # an MNIST epoch takes seconds on a GPU: beyond this, a typo rather than a plan
 
 
 @dataclass
@@ -180,6 +190,9 @@ class Train:
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every"):
             require_positive(key, getattr(self, key))
+        if self.epochs > MAX_EPOCHS:
+            raise Invalid("epochs", f"config key '{{key}}' is {self.epochs:,}, more than the {MAX_EPOCHS:,} any study "
+                                    "here could train (a typo?): use a number of epochs such as 15")
         require_float32("lr", self.lr)
         for key in ("max_batches", "max_eval_batches"):
             if getattr(self, key) < 0:

@@ -26,6 +26,7 @@ from convexp.config import (
     require_positive,
     require_seed,
     require_seeds,
+    require_val_split,
 )
 from convexp.errors import ConvexpError
 from convexp.spec import Experiment, Flag
@@ -80,8 +81,7 @@ class ReproduceConfig(RunConfig):
         super().__post_init__()
         require_seeds("seeds", self.seeds)
         require_seed("varres_seed", self.varres_seed)
-        if not self.val_split > 0:
-            raise Invalid("val_split", f"{{key}} must be a fraction in (0, 1) or a count >= 1; got {self.val_split}")
+        require_val_split("val_split", self.val_split)
         known = list(dict.fromkeys(plan.question for plan in STEPS))
         unknown = [q for q in self.questions if q not in known]
         if unknown:

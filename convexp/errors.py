@@ -35,3 +35,14 @@ def shown(value: object, limit: int = 200) -> str:
 
 class DiskFull(ConvexpError):
     """No space left while writing a run: every run after it would fail the same way, so a study stops."""
+
+
+class UnusableCheckpoint(ConvexpError):
+    """A checkpoint that cannot be resumed from (empty, truncated, a key missing, another model).
+    The run is no worse than before the resume: lifecycle.open_run leaves its status as it was.
+    A study stops at it (the user moves the file aside), wherever its child trained."""
+
+
+# What stops a whole study when one child meets it, by name: a worker process or a Ray task
+# sends the name and message back, and the study raises the same error here.
+STOPS_THE_STUDY = {"DiskFull": DiskFull, "UnusableCheckpoint": UnusableCheckpoint}

@@ -22,12 +22,12 @@ from convexp import interrupts
 from convexp.callbacks import watching
 from convexp.config import dump_yaml
 from convexp.console import Reporter
-from convexp.errors import ConvexpError, DiskFull
+from convexp.errors import ConvexpError, DiskFull, UnusableCheckpoint
 from convexp.loggers import close_loggers, open_loggers
 from convexp.runs import RunFolder, environment, now, run_lock
 from convexp.search import TrialPruned
 from convexp.spec import Experiment
-from convexp.train import CHECKPOINT, UnusableCheckpoint
+from convexp.train import CHECKPOINT
 
 
 def configure_device(device: torch.device, deterministic: bool) -> None:

@@ -26,7 +26,7 @@ from convexp.callbacks import Callback, EpochEnd, watchers
 from convexp.config import Train
 from convexp.console import Reporter
 from convexp.data import Split, Splits
-from convexp.errors import ConvexpError
+from convexp.errors import ConvexpError, UnusableCheckpoint
 from convexp.interrupts import raise_if_interrupted
 from convexp.models import count_parameters
 from convexp.precision import autocast
@@ -354,11 +354,6 @@ def make_snapshot(epoch, model, optimizer, generators, history) -> dict:
         "rng": rng_state(generators),
         "history": copy.deepcopy(history.state()),
     }
-
-
-class UnusableCheckpoint(ConvexpError):
-    """A checkpoint that cannot be resumed from (empty, truncated, a key missing, another model).
-    The run is no worse than before the resume: lifecycle.open_run leaves its status as it was."""
 
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "rng", "history")  # make_snapshot's

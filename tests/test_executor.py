@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from convexp.console import Reporter
-from convexp.errors import ConvexpError, DiskFull
+from convexp.errors import ConvexpError, DiskFull, UnusableCheckpoint
 from convexp.execution import ChildTask, Execution, run_children
 from convexp.experiments.train_mnist import TrainMnistConfig
 from convexp.lifecycle import open_run
@@ -85,6 +85,31 @@ def disk_full_once_sibling_runs(parent: Path, name: str, reporter: Reporter, sib
         raise DiskFull(f"the disk is full ({run.path}): test")
 
 
+def unusable_checkpoint(parent: Path, name: str, reporter: Reporter) -> None:
+    """As train.read_checkpoint says it, naming the child's folder wherever it trains."""
+    path = Path(parent) / name / "checkpoint.pt"
+    raise UnusableCheckpoint(f"checkpoint {path} is empty (0 bytes): move it aside (mv {path} {path}.bad), "
+                             f"then `convexp resume {parent}`")
+
+
+def stopped_by_an_unusable_checkpoint(tmp_path: Path, execution: Execution) -> None:
+    """The study raises the child's own message, naming the study's folder here (not a Ray
+    worker's scratch copy); the child stays interrupted, resumable once the file is moved aside."""
+    RunFolder(tmp_path / "c1").path.mkdir()
+    RunFolder(tmp_path / "c1").write_json("summary.json", {"status": "interrupted"})
+    tasks = tasks_of(tmp_path, [complete, unusable_checkpoint])
+    checkpoint = tmp_path / "c1" / "checkpoint.pt"
+    with pytest.raises(UnusableCheckpoint) as raised:
+        run_children(tasks, execution, Reporter(quiet=True))
+    assert str(raised.value) == (f"checkpoint {checkpoint} is empty (0 bytes): move it aside (mv {checkpoint} "
+                                 f"{checkpoint}.bad), then `convexp resume {tmp_path}`")
+    assert RunFolder(tmp_path / "c1").status == "interrupted"
+
+
+def test_an_unusable_checkpoint_in_a_worker_stops_the_study_with_its_message(tmp_path):
+    stopped_by_an_unusable_checkpoint(tmp_path, Execution(jobs=2, threads=1))
+
+
 def complete_once_sibling_runs(parent: Path, name: str, reporter: Reporter, sibling: Path) -> None:
     wait_for(lambda: running_in(sibling), 30, f"{sibling} running")
     complete(parent, name, reporter)
@@ -115,7 +140,7 @@ def owner_pid(folder: Path) -> int:
 
 
 def test_a_full_disk_in_a_worker_stops_the_study(tmp_path):
-    """DiskFull in a worker (exit DISK_FULL_EXIT): the study raises it, children still waiting never
+    """DiskFull in a worker (exit STOP_STUDY_EXIT): the study raises it, children still waiting never
     start, and the sibling that was training is stopped, saved as interrupted by its worker."""
     tasks = [ChildTask("c0", tmp_path / "c0", train_until_stopped, {"parent": tmp_path, "name": "c0"}, work=4),
              ChildTask("c1", tmp_path / "c1", disk_full_once_sibling_runs,
@@ -123,7 +148,7 @@ def test_a_full_disk_in_a_worker_stops_the_study(tmp_path):
              *[ChildTask(f"c{i}", tmp_path / f"c{i}", complete, {"parent": tmp_path, "name": f"c{i}"}, work=4 - i)
                for i in (2, 3)]]
     started = time.monotonic()
-    with pytest.raises(DiskFull, match="the disk filled up while c1 ran"):  # the driver's, from the exit code
+    with pytest.raises(DiskFull, match=r"the disk is full \(.*c1\): test"):  # the worker's own, sent back
         run_children(tasks, Execution(jobs=2, threads=1), Reporter(quiet=True))
     assert time.monotonic() - started < 30, "the sibling was not stopped: it trained on to its end"
     full = RunFolder(tmp_path / "c1").read_summary()
@@ -311,6 +336,12 @@ def test_a_dead_ray_worker_leaves_its_child_failed(tmp_path, ray_instance):
     assert (tmp_path / "c0" / "threads.txt").read_text() == "1"  # trained on a worker; its files came back
     dead = RunFolder(tmp_path / "c1").read_summary()
     assert dead["status"] == "failed" and "its Ray task failed" in dead["error"]
+
+
+@pytest.mark.slow  # with the other Ray tests
+@pytest.mark.xdist_group("ray")
+def test_an_unusable_checkpoint_on_ray_stops_the_study_with_its_message(tmp_path, ray_instance):
+    stopped_by_an_unusable_checkpoint(tmp_path, Execution(jobs=0, threads=1, executor="ray"))
 
 
 @pytest.mark.slow  # with the other Ray tests

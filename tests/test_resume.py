@@ -239,7 +239,8 @@ def test_an_unusable_checkpoint_leaves_the_run_interrupted(tmp_path, mnist_root,
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
-def test_a_study_childs_unusable_checkpoint_leaves_the_study_interrupted(tmp_path, course_varres):
+@pytest.mark.parametrize("jobs", [[], ["--jobs", "2", "--threads", "1"]], ids=["here", "in-a-worker"])
+def test_a_study_childs_unusable_checkpoint_leaves_the_study_interrupted(tmp_path, course_varres, jobs):
     args = ["varres-pool", "--set", f"data.root={course_varres}", "--set", "model.pooling=[max]", *FEW_BATCHES]
     with sigint_at_batch(7):
         stopped = invoke(*args, "--out", str(tmp_path), "-q")
@@ -247,7 +248,7 @@ def test_a_study_childs_unusable_checkpoint_leaves_the_study_interrupted(tmp_pat
     study = only_run(tmp_path)
     (child,) = [p for p in study.iterdir() if (p / "checkpoint.pt").is_file()]
     (child / "checkpoint.pt").write_bytes(b"")
-    resumed = invoke("resume", str(study), "-q")
+    resumed = invoke("resume", str(study), "-q", *jobs)
     assert resumed.returncode == 2, resumed.stdout[-2000:] + resumed.stderr
     lines = resumed.stderr.strip().splitlines()
     assert len(lines) == 1 and f"checkpoint {child / 'checkpoint.pt'} is empty" in lines[0], resumed.stderr

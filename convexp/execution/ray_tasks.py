@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from convexp.console import Reporter
-from convexp.errors import ConvexpError
+from convexp.errors import STOPS_THE_STUDY, ConvexpError
 from convexp.execution.task import ChildTask, Execution, settle
 from convexp.runs import write_atomic
 
@@ -82,11 +82,16 @@ class RayBackend:
 
     def collect(self, handle: object, task: ChildTask) -> str:
         try:
-            replace_folder(task.folder, self.ray.get(handle))
-            return settle(task, 0)
+            files, reason = self.ray.get(handle)
         except self.ray.exceptions.RayError as exc:
             return settle(task, None, reason=f"its Ray task failed ({type(exc).__name__}: "
                                              f"{str(exc).splitlines()[0][:200]}); `convexp resume` runs it again")
+        replace_folder(task.folder, files)
+        ended = settle(task, 0)
+        if reason is not None:  # a full disk there, an unusable checkpoint: the study stops, as for one here
+            kind, message = reason
+            raise STOPS_THE_STUDY[kind](message.replace(SCRATCH, str(task.folder.parent)))
+        return ended
 
     def stop(self, running: dict[object, ChildTask]) -> None:
         """Cancel what still runs; the files of a task that had just finished are kept."""
@@ -95,7 +100,7 @@ class RayBackend:
         for ref, task in running.items():
             if ref in finished:
                 try:
-                    replace_folder(task.folder, self.ray.get(ref))
+                    replace_folder(task.folder, self.ray.get(ref)[0])
                 except self.ray.exceptions.RayError:
                     pass
             else:
@@ -160,8 +165,13 @@ def check_reachable(address: str) -> None:
                            "(or RAY_ADDRESS), or leave it out for a local Ray instance") from None
 
 
-def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes], splits=None) -> dict[str, bytes]:
-    """On a Ray worker: the child trains in a scratch copy of its folder; returns every file of it."""
+SCRATCH = "<the study folder>"  # in a message from a Ray worker, where its scratch copy was
+
+
+def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes],
+                    splits=None) -> tuple[dict[str, bytes], tuple[str, str] | None]:
+    """On a Ray worker: the child trains in a scratch copy of its folder; returns every file of it,
+    and what stops the whole study if the child met that (one of STOPS_THE_STUDY: name, message)."""
     torch.set_num_threads(threads)
     reporter = Reporter(quiet=True, prefix=f"[{task.name}] ")
     with tempfile.TemporaryDirectory(prefix="convexp-ray-") as scratch:
@@ -169,11 +179,15 @@ def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes], spli
         folder = parent / task.name
         replace_folder(folder, files)
         here = dataclasses.replace(task, kwargs={**task.kwargs, "parent": parent})
+        reason = None
         try:
             here.run(reporter, data=splits)
+        except tuple(STOPS_THE_STUDY.values()) as exc:
+            reporter.line(f"failed: {exc}")
+            reason = (type(exc).__name__, str(exc).replace(str(parent), SCRATCH))
         except Exception as exc:  # recorded in the child's summary.json (a bug: in its log); its files come back all the same
             reporter.line(f"failed: {type(exc).__name__}: {exc}")
-        return folder_files(folder)
+        return folder_files(folder), reason
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

@@ -20,11 +20,11 @@ import time
 from collections.abc import Iterator
 
 from convexp.console import Reporter
-from convexp.errors import ConvexpError, DiskFull
+from convexp.errors import STOPS_THE_STUDY, ConvexpError
 from convexp.execution.task import ChildTask, Execution, settle
 
 STOP_GRACE_SECONDS = 60  # a stopped worker saves its checkpoint in this time, or is killed
-DISK_FULL_EXIT = 28  # a worker's exit code when the disk is full (ENOSPC): the study stops
+STOP_STUDY_EXIT = 28  # a worker's exit code when its child met one of STOPS_THE_STUDY (a full disk, ...)
 
 # What every worker needs before its child starts: importing these takes 4-5 s of a core, which
 # the fork server pays once instead of each worker paying it again. fork_server first: its
@@ -44,6 +44,7 @@ class WorkerBackend:
         self.reporter = reporter
         self.context = worker_context()
         self.processes: dict[object, tuple[multiprocessing.process.BaseProcess, ChildTask, float]] = {}
+        self.stop_reasons: dict[object, multiprocessing.connection.Connection] = {}  # what a worker says stops the study
         self.ended: dict[str, str] = {}  # name -> how it ended, for the live table
         self.refresh_view = None
 
@@ -56,10 +57,13 @@ class WorkerBackend:
             yield
 
     def submit(self, task: ChildTask) -> object:
-        process = self.context.Process(target=work_in_worker, args=(task, self.threads, self.refresh_view is not None),
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=work_in_worker, args=(task, self.threads, self.refresh_view is not None, send),
                                        name=f"convexp {task.name}")
         process.start()
+        send.close()  # the worker holds its own copy
         self.processes[process.sentinel] = (process, task, time.perf_counter())
+        self.stop_reasons[process.sentinel] = receive
         self.reporter.line(f"[{task.name}] started (worker process {process.pid})")
         return process.sentinel
 
@@ -68,15 +72,21 @@ class WorkerBackend:
 
     def collect(self, handle: object, task: ChildTask) -> str:
         process, _, _ = self.processes.pop(handle)
+        receive = self.stop_reasons.pop(handle)
         process.join()
+        reason = receive.recv() if process.exitcode == STOP_STUDY_EXIT and receive.poll() else None
+        receive.close()
         self.ended[task.name] = settle(task, process.exitcode)
-        if process.exitcode == DISK_FULL_EXIT:  # every later child would fail the same way
-            raise DiskFull(f"the disk filled up while {task.name} ran: free some space, then `convexp resume` the study")
+        if reason is not None:  # a full disk (every later child would fail the same way), an unusable checkpoint
+            kind, message = reason
+            raise STOPS_THE_STUDY[kind](message)
         return self.ended[task.name]
 
     def stop(self, running: dict[object, ChildTask]) -> None:
         processes = [self.processes[handle][0] for handle in running]
         stop_workers(processes)
+        for handle in running:
+            self.stop_reasons.pop(handle).close()
         for process, task in zip(processes, running.values()):
             self.ended[task.name] = settle(task, process.exitcode, stopped=True)
 
@@ -122,9 +132,10 @@ def live_view(reporter: Reporter, tasks: list[ChildTask], running: dict, ended: 
         live.update(table())
 
 
-def work_in_worker(task: ChildTask, threads: int, silent: bool = False) -> None:
+def work_in_worker(task: ChildTask, threads: int, silent: bool = False, stop_reason=None) -> None:
     """A worker process's whole life: one child, then exit (code 130 when interrupted).
-    `silent`: the study shows a live table, so the worker's lines go to its child's log.txt only."""
+    `silent`: the study shows a live table, so the worker's lines go to its child's log.txt only.
+    `stop_reason`: where an error that stops the whole study goes (its name and message)."""
     import torch
     from rich.console import Console
 
@@ -141,9 +152,11 @@ def work_in_worker(task: ChildTask, threads: int, silent: bool = False) -> None:
         task.run(reporter)
     except KeyboardInterrupt:
         sys.exit(130)
-    except DiskFull as exc:
+    except tuple(STOPS_THE_STUDY.values()) as exc:
         reporter.line(f"failed: {exc}")
-        sys.exit(DISK_FULL_EXIT)
+        if stop_reason is not None:
+            stop_reason.send((type(exc).__name__, str(exc)))
+        sys.exit(STOP_STUDY_EXIT)
     except ConvexpError as exc:  # already recorded in the child's folder
         reporter.line(f"failed: {exc}")
         sys.exit(2)

@@ -14,14 +14,13 @@ import torch.nn as nn
 
 from convexp.console import Reporter
 from convexp.data import Splits
-from convexp.errors import ConvexpError, DiskFull
+from convexp.errors import ConvexpError, DiskFull, UnusableCheckpoint
 from convexp.execution import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.models import to_device
 from convexp.runs import RunFolder
 from convexp.train import (
     TrainResult,
-    UnusableCheckpoint,
     read_completed,
     seed_everything,
     train_unit,

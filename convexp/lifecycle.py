@@ -166,6 +166,12 @@ def out_of_memory(exc: BaseException) -> ConvexpError | None:
     return None
 
 
+def ignore(signum, frame) -> None:
+    """A signal after the first, dropped. A Python handler rather than SIG_IGN: a signal already
+    on its way when SIG_IGN is set makes CPython print "OSError: Signal 15 ignored due to race
+    condition" (a Ctrl-C reaches a study's workers, then the study's own SIGTERM does)."""
+
+
 @contextlib.contextmanager
 def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM both raise KeyboardInterrupt while a run works.
@@ -180,11 +186,11 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     def handler(signum, frame):
         scopes["fired"] = True
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, ignore)
         raise KeyboardInterrupt
 
     try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN if scopes["fired"] else handler)
+        previous = {sig: signal.signal(sig, ignore if scopes["fired"] else handler)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield

@@ -427,7 +427,7 @@ def test_ctrl_c_cancels_every_ray_task_and_the_children_resume(tmp_path, ray_ins
 
     def ctrl_c_once_both_train():
         try:
-            wait_for(lambda: all(p.is_file() for p in pid_files), 60, "both Ray tasks started")
+            wait_for(lambda: all(p.is_file() for p in pid_files), 180, "both Ray tasks started")  # cold workers import torch
         finally:  # either way run_children returns: with the interrupt, or failing on a timeout
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -438,7 +438,7 @@ def test_ctrl_c_cancels_every_ray_task_and_the_children_resume(tmp_path, ray_ins
         with pytest.raises(KeyboardInterrupt):
             run_children(tasks, Execution(jobs=0, threads=1, executor="ray"), Reporter(quiet=True))
         timer.join(5)
-        assert all(p.is_file() for p in pid_files), "the Ray tasks had not started within 60 s when Ctrl-C came"
+        assert all(p.is_file() for p in pid_files), "the Ray tasks had not started within 180 s when Ctrl-C came"
         pids = [int(p.read_text()) for p in pid_files]
         wait_for(lambda: not any(alive(pid) for pid in pids), 20, f"Ray workers {pids} killed by the cancel")
         assert [RunFolder(t.folder).status for t in tasks] == ["interrupted", "interrupted"]

@@ -20,6 +20,7 @@ from convexp.data import Split
 from convexp.errors import ConvexpError
 from convexp.memory import keep_freed_memory
 from convexp.models import MNISTConvNet, to_device
+from convexp.precision import autocast
 from convexp.runs import RunFolder
 from convexp.train import make_generators, train_epoch
 
@@ -99,32 +100,36 @@ def time_ms(function, threads: int, min_run_time: float) -> float:
 
 
 def measure_point(config, device, threads: int, batch_size: int, reporter: Reporter) -> list[dict]:
-    """Layer fwd+bwd and training step per conv kind; native and hand-written alternate over
+    """Layer fwd+bwd and training step per precision and conv kind; all of them alternate over
     `rounds`, and each keeps its fastest median, so a busy moment on a shared machine does
     not land on one side only."""
-    workloads = {conv: workloads_for(conv, config.seed, batch_size, device, config.cuda_graphs) for conv in config.convs}
-    best: dict[tuple[str, str], float] = {}
+    workloads = {(precision, conv): workloads_for(conv, config.seed, batch_size, device, config.cuda_graphs, precision)
+                 for precision in config.precisions for conv in config.convs}
+    best: dict[tuple[str, str, str], float] = {}
     for _ in range(config.rounds):
-        for conv, items in workloads.items():
+        for (precision, conv), items in workloads.items():
             for what, function in items.items():
                 ms = time_ms(function, threads, config.min_run_time)
-                best[(conv, what)] = min(ms, best.get((conv, what), float("inf")))
+                best[(precision, conv, what)] = min(ms, best.get((precision, conv, what), float("inf")))
     rows = []
-    for (conv, what), ms in best.items():
-        row = {"threads": threads, "batch_size": batch_size, "what": what, "conv": conv, "ms": ms,
-               "gflops": work_flops(what, batch_size) / (ms * 1e-3) / 1e9}
+    for (precision, conv, what), ms in best.items():
+        row = {"threads": threads, "batch_size": batch_size, "precision": precision, "what": what, "conv": conv,
+               "ms": ms, "gflops": work_flops(what, batch_size) / (ms * 1e-3) / 1e9}
         if what == "training step":
-            reporter.line(f"threads {threads}, batch {batch_size}, {conv}: training step {ms:.2f} ms")
+            reporter.line(f"threads {threads}, batch {batch_size}, {precision}, {conv}: training step {ms:.2f} ms")
         rows.append(row)
     return rows
 
 
-def workloads_for(conv: str, seed: int, batch_size: int, device, cuda_graphs: bool = False) -> dict:
-    """What gets timed for one conv kind: each conv layer's forward+backward, then a full step.
+def workloads_for(conv: str, seed: int, batch_size: int, device, cuda_graphs: bool = False,
+                  precision: str = "fp32") -> dict:
+    """What gets timed for one conv kind: each conv layer's forward+backward, then a full step;
+    at bf16, each forward (and the step's loss) under autocast, as training at bf16 runs.
 
-    A hand-written kind also times each layer's three products alone (see matmuls_alone).
-    With cuda_graphs, each is captured once and replayed (see graphed)."""
+    A hand-written kind at fp32 also times each layer's three float32 products alone (see
+    matmuls_alone). With cuda_graphs, each is captured once and replayed (see graphed)."""
     torch.manual_seed(seed)
+    dtype = torch.bfloat16 if precision == "bf16" else None
     model = to_device(MNISTConvNet(conv), device)
     items = {}
     for name, (c_in, _, size) in CONV_LAYERS.items():
@@ -135,15 +140,17 @@ def workloads_for(conv: str, seed: int, batch_size: int, device, cuda_graphs: bo
             x.requires_grad_()
 
         def layer_step(layer=layer, x=x):
-            layer(x).sum().backward()
+            with autocast(dtype, device):
+                out = layer(x).sum()
+            out.backward()
 
         items[f"{name} fwd+bwd"] = layer_step
-        if conv != "native":
+        if conv != "native" and dtype is None:
             items[f"{name} {MATMULS_ALONE}"] = matmuls_alone(layer, x.detach(), needs_input_grad=name != "conv1")
     # The step trains a copy: its zero_grad(set_to_none=True) would free the layers' .grad tensors,
     # into which the layer items' captured CUDA graphs keep writing (an H200 ran into a
     # device-side assert and an illegal address that way).
-    items["training step"] = training_step(copy.deepcopy(model), batch_size, device, capturable=cuda_graphs)
+    items["training step"] = training_step(copy.deepcopy(model), batch_size, device, capturable=cuda_graphs, dtype=dtype)
     return {what: graphed(function) for what, function in items.items()} if cuda_graphs else items
 
 
@@ -205,14 +212,16 @@ def matmuls_alone(layer, x: torch.Tensor, needs_input_grad: bool):
     return products
 
 
-def training_step(model, batch_size: int, device, capturable: bool = False):
+def training_step(model, batch_size: int, device, capturable: bool = False, dtype: torch.dtype | None = None):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=capturable)  # capturable: inside a CUDA graph
     x = torch.rand(batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with autocast(dtype, device):  # float32 weights and optimizer state, as train.py keeps them
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         optimizer.step()
 
     return step
@@ -280,14 +289,15 @@ def add_floor_rows(rows: list[dict]) -> None:
     """Per hand-written kind, the training step it would take if each conv layer cost only its
     matmuls: the native step + Σ_layers (matmuls alone - native layer). An estimate, shown so
     the goal can be read against what the matmuls alone allow."""
-    ms = {(r["threads"], r["batch_size"], r["conv"], r["what"]): r["ms"] for r in rows}
+    ms = {(r["threads"], r["batch_size"], r["precision"], r["conv"], r["what"]): r["ms"] for r in rows}
     steps = [(r["threads"], r["batch_size"], r["conv"]) for r in rows if r["what"] == "training step"
-             and r["conv"] != "native" and (r["threads"], r["batch_size"], "native", "training step") in ms]
+             and r["conv"] != "native" and r["precision"] == "fp32"
+             and (r["threads"], r["batch_size"], "fp32", "native", "training step") in ms]
     for threads, batch, conv in steps:
-        floor = ms[(threads, batch, "native", "training step")] + sum(
-            ms[(threads, batch, conv, f"{name} {MATMULS_ALONE}")] - ms[(threads, batch, "native", f"{name} fwd+bwd")]
+        floor = ms[(threads, batch, "fp32", "native", "training step")] + sum(
+            ms[(threads, batch, "fp32", conv, f"{name} {MATMULS_ALONE}")] - ms[(threads, batch, "fp32", "native", f"{name} fwd+bwd")]
             for name in CONV_LAYERS)
-        rows.append({"threads": threads, "batch_size": batch, "what": STEP_FLOOR, "conv": conv, "ms": floor})
+        rows.append({"threads": threads, "batch_size": batch, "precision": "fp32", "what": STEP_FLOOR, "conv": conv, "ms": floor})
 
 
 def native_counterpart(what: str) -> str:
@@ -298,46 +308,60 @@ def native_counterpart(what: str) -> str:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """ratio = hand-written / native for the same (threads, batch, what)."""
-    native = {(r["threads"], r["batch_size"], r["what"]): r["ms"] for r in rows if r["conv"] == "native"}
+    """ratio = hand-written / native for the same (threads, batch, precision, what); at bf16,
+    bf16_speedup = the fp32 row's ms / this row's for the same conv."""
+    native = {(r["threads"], r["batch_size"], r["precision"], r["what"]): r["ms"] for r in rows if r["conv"] == "native"}
+    fp32 = {(r["threads"], r["batch_size"], r["conv"], r["what"]): r["ms"] for r in rows if r["precision"] == "fp32"}
     for row in rows:
-        key = (row["threads"], row["batch_size"], native_counterpart(row["what"]))
+        key = (row["threads"], row["batch_size"], row["precision"], native_counterpart(row["what"]))
         if key in native:
             row["ratio"] = row["ms"] / native[key]
+        same = (row["threads"], row["batch_size"], row["conv"], row["what"])
+        if row["precision"] == "bf16" and same in fp32:
+            row["bf16_speedup"] = fp32[same] / row["ms"]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    return [{k: r[k] for k in ("threads", "batch_size", "conv", "what", "ms", "ratio") if k in r}
+    return [{k: r[k] for k in ("threads", "batch_size", "precision", "conv", "what", "ms", "ratio", "bf16_speedup") if k in r}
             for r in rows if r["what"] in ("training step", STEP_FLOOR)]
 
 
 def show(reporter: Reporter, rows: list[dict], loop: dict, convs: list[str], name: str, peak: dict,
-         precision: str = "float32") -> None:
-    keys = list(dict.fromkeys((r["threads"], r["batch_size"], r["what"]) for r in rows))
-    keys.sort(key=lambda key: key[:2])  # stable: each point's rows stay in measured order, floor last
+         matmul_precision: str = "float32") -> None:
+    keys = list(dict.fromkeys((r["threads"], r["batch_size"], r["precision"], r["what"]) for r in rows))
+    order = list(dict.fromkeys(r["precision"] for r in rows))  # as the config lists them
+    keys.sort(key=lambda key: (*key[:2], order.index(key[2])))  # stable: each point's rows in measured order, floor last
+    bf16 = any(r["precision"] == "bf16" for r in rows)
     table = []
-    for threads, batch, what in keys:
-        cells = {r["conv"]: r for r in rows if (r["threads"], r["batch_size"], r["what"]) == (threads, batch, what)}
-        line = [threads, batch, what]
+    for threads, batch, point_precision, what in keys:
+        cells = {r["conv"]: r for r in rows if (r["threads"], r["batch_size"], r["precision"], r["what"])
+                 == (threads, batch, point_precision, what)}
+        line = [threads, batch, point_precision, what]
         for conv in convs:
             line.append(f"{cells[conv]['ms']:.2f}" if conv in cells else "-")
         for conv in convs[1:]:
             line.append(f"{cells[conv]['ratio']:.2f}x" if "ratio" in cells.get(conv, {}) else "-")
         for conv in convs:
             line.append(f"{cells[conv]['gflops']:.0f}" if "gflops" in cells.get(conv, {}) else "-")
+        if bf16:
+            line += [f"{cells[conv]['bf16_speedup']:.2f}x" if "bf16_speedup" in cells.get(conv, {}) else "-" for conv in convs]
         table.append(line)
     ceiling = ", ".join(f"{t} thread(s) {g:.0f}" for t, g in peak.items())
+    speedup = "; bf16 speed-up = the fp32 row's ms / the bf16 row's" if bf16 else ""
     reporter.table(f"{name}: median milliseconds; ratio = hand-written / native (matmuls alone: against the native "
-                   f"layer); GFLOP/s of the layer or step; one large {precision} matmul runs at {ceiling} GFLOP/s",
-                ["threads", "batch", "what", *(f"{c} ms" for c in convs), *(f"{c} ratio" for c in convs[1:]),
-                 *(f"{c} GFLOP/s" for c in convs)], table)
+                   f"layer); GFLOP/s of the layer or step{speedup}; one large {matmul_precision} matmul runs at {ceiling} GFLOP/s",
+                ["threads", "batch", "precision", "what", *(f"{c} ms" for c in convs), *(f"{c} ratio" for c in convs[1:]),
+                 *(f"{c} GFLOP/s" for c in convs), *([f"{c} bf16 speed-up" for c in convs] if bf16 else [])], table)
     reporter.table(f"Training loop, one epoch of {loop['digits']} random digits, batch {loop['batch_size']}",
                 ["bare loop s", "convexp loop s", "ratio"], [[f"{loop['bare_s']:.3f}", f"{loop['convexp_s']:.3f}", f"{loop['ratio']:.3f}x"]])
 
 
 def plot(run: RunFolder, rows: list[dict], convs: list[str]) -> None:
     steps = [r for r in rows if r["what"] == "training step"]
+    several = len({r["precision"] for r in steps}) > 1
     plots.grouped_bars(
-        {conv: {f"{r['threads']}t b{r['batch_size']}": r["ms"] for r in steps if r["conv"] == conv} for conv in convs},
+        {f"{conv} {precision}" if several else conv:
+         {f"{r['threads']}t b{r['batch_size']}": r["ms"] for r in steps if (r["conv"], r["precision"]) == (conv, precision)}
+         for precision in dict.fromkeys(r["precision"] for r in steps) for conv in convs},
         "milliseconds (median)", "Training step of MNISTConvNet: native vs hand-written conv", run.plots / "training_step.png",
     )

@@ -507,12 +507,14 @@ def bench_section(done: list[RunInfo]) -> Section | None:
     )
 
     data = json.loads((done[0].path / "bench.json").read_text())
-    rows = [[str(r["threads"]), str(r["batch_size"]), r["conv"], r["what"], f"{r['ms']:.2f}", f"{r.get('ratio', 1):.2f}x"]
+    rows = [[str(r["threads"]), str(r["batch_size"]), r.get("precision", "fp32"), r["conv"], r["what"], f"{r['ms']:.2f}",
+             f"{r.get('ratio', 1):.2f}x", f"{r['bf16_speedup']:.2f}x" if "bf16_speedup" in r else "-"]
             for r in data["rows"] if r["what"] in ("training step", STEP_FLOOR)]
     text = [f"Device: {data['device']}.",
             f"'{STEP_FLOOR}': the step if each hand-written conv layer cost only its three matmuls."]
     return Section("Hand-written vs native convolution", text,
-                   [(["threads", "batch", "conv", "what", "ms", "ratio to native step"], rows)], images(done[0], "training_step.png"))
+                   [(["threads", "batch", "precision", "conv", "what", "ms", "ratio to native step", "bf16 speed-up"], rows)],
+                   images(done[0], "training_step.png"))
 
 
 # -- rendering ----------------------------------------------------------------------------------

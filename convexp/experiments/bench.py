@@ -28,6 +28,9 @@ class BenchConfig(RunConfig):
     convs: list[Literal["native", "unfold", "unfold-reference"]] = field(default_factory=lambda: ["native", "unfold"])
     batch_sizes: list[int] = field(default_factory=lambda: [16, 64, 256])
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    # fp32, and bf16: the same items with the forward pass and the loss under autocast, as
+    # train.precision: bf16 trains (the backward follows the forward's dtypes)
+    precisions: list[Literal["fp32", "bf16"]] = field(default_factory=lambda: ["fp32"])
     min_run_time: float = 0.5  # seconds each timing runs for (torch.utils.benchmark)
     rounds: int = 3  # native and hand-written alternate this many times; the fastest median counts
     loop_digits: int = 6400  # epoch of the training loop vs a bare loop, on random digits
@@ -42,7 +45,7 @@ class BenchConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for key in ("convs", "batch_sizes", "threads"):
+        for key in ("convs", "batch_sizes", "threads", "precisions"):
             require_items(key, getattr(self, key), "value")
         require_positive_items("batch_sizes", self.batch_sizes)
         require_positive_items("threads", self.threads)

@@ -252,3 +252,29 @@ def test_the_pruning_watcher_reports_every_epoch_and_stops_a_trial_behind_the_me
     quiet = PruneWatcher(Pruning(str(tmp_path), ahead._trial_id, "median", "val_loss", 3, reports=False))
     epoch(quiet, 3, 9.0)  # a later seed of the trial only asks; the last epoch is never pruned
     assert open_study(tmp_path, "random", "median", 0, "minimize", 3).trials[2].intermediate_values == {0: 1.9, 1: 1.4}
+
+
+def test_hyperband_stops_trials_behind_their_bracket_before_their_last_epoch(tmp_path):
+    """Each trial worse than every one before it: hyperband (4 epochs: two brackets, rungs at
+    epochs 1 and 3 or at 3) keeps each bracket's first and stops later ones at a rung."""
+    import optuna
+
+    from convexp.callbacks import EpochEnd
+    from convexp.search import PruneWatcher, Pruning, TrialPruned
+
+    study = open_study(tmp_path, "random", "hyperband", 0, "minimize", 4)
+    stopped = []
+    for n in range(8):
+        trial = study.ask()
+        watcher = PruneWatcher(Pruning(str(tmp_path), trial._trial_id, "hyperband", "val_loss", 4, reports=True))
+        try:
+            for epoch in range(1, 5):
+                watcher.on_epoch_end(EpochEnd(None, epoch, 4, {"val_loss": 1.0 + n, "val_accuracy": 0.5}, 0.1))
+            study.tell(trial, 1.0 + n)
+        except TrialPruned as exc:
+            stopped.append((n, exc.epoch))
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert stopped, "hyperband stopped no trial, though each was behind all before it"
+    assert 0 not in dict(stopped) and all(epoch < 4 for _, epoch in stopped)
+    states = [t.state.name for t in open_study(tmp_path, "random", "hyperband", 0, "minimize", 4).trials]
+    assert states.count("PRUNED") == len(stopped)

@@ -281,6 +281,7 @@ def config_text(run: RunInfo) -> str:
 def q7_section(done: list[RunInfo]) -> Section | None:
     if not done:
         return None
+    done = seeds_of_one_configuration(done)  # each section pools only seeds of one configuration, as the headline does
     rows = [[r.path.name, f"{r.final['val_accuracy']:.4f}", f"{r.test_accuracy:.4f}",
              f"{r.seconds_per_epoch:.2f}", r.summary.get("device", "")] for r in done]
     val = spread([r.final['val_accuracy'] for r in done])
@@ -398,6 +399,7 @@ def resolution_header(runs: list[RunInfo]) -> list[str]:
 def q12_section(done: list[RunInfo]) -> Section | None:
     if not done:
         return None
+    done = seeds_of_one_configuration(done)
     val = spread([r.final['val_accuracy'] for r in done])
     return Section("Question 12: mnist-varres resized to 28x28", [f"{settings(done[0])}: validation {fmt(val)}."],
                    [(resolution_header(done), [per_resolution_rows("resize to 28", done)])],
@@ -420,8 +422,8 @@ def q16_section(studies: list[RunInfo]) -> Section | None:
 
 
 def q17_section(done: list[RunInfo]) -> Section | None:
-    resize = [r for r in done if r.network == RESIZE]
-    pool = [c for r in done if r.network == POOLING for c in r.children()]
+    resize = seeds_of_one_configuration([r for r in done if r.network == RESIZE])
+    pool = seeds_of_one_configuration([c for r in done if r.network == POOLING for c in r.children()])
     if not resize and not pool:
         return None
     rows = ([per_resolution_rows("resize to 28 (MNISTConvNet)", resize)] if resize else []) + (

@@ -381,3 +381,16 @@ def test_a_study_of_some_questions_plans_only_theirs_at_the_precision_asked():
     every = steps(ReproduceConfig(mnist_root="m", varres_root="v", seeds=[0]), Path("v"), torch.device("cpu"))
     assert len(every) == len(STEPS_OF_SEED_0) - 1  # beyond: false unless asked
     assert {s.config.train.precision for s in every if hasattr(s.config, "train")} == {"fp32"}
+
+
+@pytest.mark.parametrize("section", ["q7_section", "q12_section", "q17_section"])
+def test_each_section_pools_only_seeds_of_one_configuration_by_itself(section):
+    """The sections' own mean ± std keep the rule, not only the headline's verdicts."""
+    from convexp import report
+    from convexp.errors import ConvexpError
+
+    command = {"q7_section": "train-mnist", "q12_section": "varres-resize", "q17_section": "varres-resize"}[section]
+    twice = [report.RunInfo(Path(f"/runs/{name}"), {"status": "completed", "command": command, "seed": 0},
+                            {"seed": 0, "train": {"lr": 0.001}}) for name in ("a", "b")]
+    with pytest.raises(ConvexpError, match="both trained seed 0, one draw counted twice"):
+        getattr(report, section)(twice)

@@ -157,6 +157,7 @@ def sweep(
     sampler: Annotated[Optional[str], typer.Option(help="grid (every --grid point; the default without --space), random or tpe (Optuna; the default with --space).")] = None,
     trials: Annotated[int, typer.Option(help="Points a random or tpe search tries.")] = 0,
     pruner: Annotated[str, typer.Option(help="none, median or hyperband: stop a trial whose validation metric falls behind after an epoch (a search only).")] = "none",
+    epoch_budget: Annotated[int, typer.Option(help="A search draws no new trial once its trials have trained this many epochs in all (0: --trials alone).")] = 0,
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
     name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
@@ -168,7 +169,7 @@ def sweep(
 
     options = run_options(locals())
     launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options, space or [], sampler,
-                                       trials, pruner, yes), options)
+                                       trials, pruner, yes, epoch_budget), options)
 
 
 @app.command()

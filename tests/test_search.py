@@ -63,6 +63,8 @@ LR = "train.lr=loguniform(1e-4, 1e-2)"
         (["--space", LR, "--sampler", "anneal"], "config key 'sampler' must be one of grid, random, tpe"),
         (["--space", LR, "--pruner", "asha"], "config key 'pruner' must be one of none, median, hyperband"),
         (["--space", LR, "--pruner", "median", "--executor", "ray"], "--pruner with --executor ray is not supported"),
+        (["--grid", "train.lr=[0.1, 0.2]", "--epoch-budget", "8"], "--epoch-budget bounds a search (--sampler tpe or random)"),
+        (["--space", LR, "--trials", "3", "--epoch-budget", "-1"], "--epoch-budget must be 0 (none) or a number of epochs; got -1"),
     ],
 )
 def test_every_bad_range_is_one_line_before_anything_runs(tmp_path, args, message):
@@ -180,7 +182,7 @@ def test_a_tpe_search_over_a_log_range_with_two_jobs_is_ranked_on_the_mean_over_
     summary = json.loads((study / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["best"]["point"] == points[0]["point"]
     assert summary["search"] == {"sampler": "tpe", "pruner": "none", "trials": 3, "study": "optuna-journal.log",
-                                      "completed": 3, "pruned": 0, "failed": 0}
+                                 "epoch_budget": 0, "epochs_trained": 3 * 2 * 2, "completed": 3, "pruned": 0, "failed": 0}
     assert (study / "best.yaml").is_file() and (study / "plots" / "best_val_accuracy_against_train_lr.png").is_file()
 
 
@@ -278,3 +280,15 @@ def test_hyperband_stops_trials_behind_their_bracket_before_their_last_epoch(tmp
     assert 0 not in dict(stopped) and all(epoch < 4 for _, epoch in stopped)
     states = [t.state.name for t in open_study(tmp_path, "random", "hyperband", 0, "minimize", 4).trials]
     assert states.count("PRUNED") == len(stopped)
+
+
+@pytest.mark.slow(seconds=10)
+def test_an_epoch_budget_stops_drawing_trials_once_spent(tmp_path, mnist_root):
+    """2 epochs a trial, a budget of 5: the third trial starts with 4 spent, none after it."""
+    result = invoke("sweep", TRAIN, "--space", LR, "--sampler", "random", "--trials", "10", "--epoch-budget", "5",
+                    "--seeds", "0", *mini(mnist_root), *SHORT, "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    study = only_run(tmp_path)
+    assert sorted(p["point"] for p in points_of(study)) == ["p00", "p01", "p02"]
+    search = json.loads((study / "summary.json").read_text())["search"]
+    assert (search["epoch_budget"], search["epochs_trained"], search["completed"]) == (5, 6, 3)

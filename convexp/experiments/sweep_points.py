@@ -61,6 +61,10 @@ class SweepConfig(RunConfig):
     sampler: Literal["grid", "random", "tpe"] = "grid"
     trials: int = 0
     pruner: Literal["none", "median", "hyperband"] = "none"
+    # A search draws no new trial once its trials have trained this many epochs in all (every
+    # seed's, pruned ones' included): searches with and without a pruner compared at one cost.
+    # 0: no budget, --trials alone.
+    epoch_budget: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -102,10 +106,15 @@ class SweepConfig(RunConfig):
                 raise Invalid("space", "--space ranges need a sampler that draws from them: --sampler tpe or random")
             if self.pruner != "none":
                 raise Invalid("pruner", "--pruner needs a search (--sampler tpe or random): a grid runs every point whole")
+            if self.epoch_budget:
+                raise Invalid("epoch_budget", "--epoch-budget bounds a search (--sampler tpe or random); a grid "
+                                              "runs every point")
             if self.trials:
                 raise Invalid("trials", "--trials counts a search's points (--sampler tpe or random); a grid runs "
                                         "every point, or --random N of them")
             return
+        if self.epoch_budget < 0:
+            raise Invalid("epoch_budget", f"--epoch-budget must be 0 (none) or a number of epochs; got {self.epoch_budget}")
         if self.trials < 1:
             raise Invalid("trials", f"--sampler {self.sampler} needs --trials N, the number of points to try; got {self.trials}")
         if self.random:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convexp.errors import ConvexpError
-from convexp.experiments.sweep_points import Point, point_config, validation_metric
+from convexp.experiments.sweep_points import Point, leaf_runs, point_config, validation_metric
+from convexp.record import read_metrics
 from convexp.runs import RunFolder
 from convexp.stats import mean_std
 
@@ -78,13 +79,21 @@ def search_points(config: SweepConfig, run: RunFolder, device: torch.device, rep
         run_children(tasks, execution, reporter)
         return {drawn.number: trial_outcome(config, run, Point(drawn.number, drawn.values)) for drawn in batch}
 
-    searching.search(study, ranges, config.trials, max(1, execution.jobs), train)
+    def budget_left() -> bool:
+        return not config.epoch_budget or epochs_trained(run.path) < config.epoch_budget
+
+    searching.search(study, ranges, config.trials, max(1, execution.jobs), train, budget_left)
     return [Point(drawn.number, drawn.values) for drawn in searching.every_trial(study, ranges)]
 
 
 REFUSE_RAY_PRUNING = ("--pruner with --executor ray is not supported: a Ray task trains its run in a folder of its own, "
                       "maybe on another machine, and sends it back only when done, so it cannot report each epoch "
                       "to the study in the sweep folder; use --executor local (any --jobs), or --pruner none on Ray")
+
+
+def epochs_trained(sweep: Path) -> int:
+    """Epochs every trial's runs have trained so far (their metrics.csv rows), pruned ones' too."""
+    return sum(len(read_metrics(leaf)) for child in sweep.glob("p*-seed*") for leaf in leaf_runs(child))
 
 
 def trial_outcome(config: SweepConfig, run: RunFolder, point: Point) -> float | str:
@@ -119,5 +128,6 @@ def search_headline(config: SweepConfig, run: RunFolder) -> dict:
     epochs = point_config(config, Point(0, {}), config.seeds[0]).train.epochs
     study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs)
     return {"sampler": config.sampler, "pruner": config.pruner, "trials": config.trials,
+            "epoch_budget": config.epoch_budget, "epochs_trained": epochs_trained(run.path),
             "study": searching.STUDY_FILE, **{state: 0 for state in ("completed", "pruned", "failed")},
             **searching.counts(study)}

@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convexp.errors import ConvexpError
-from convexp.experiments.sweep_points import Point, leaf_runs, point_config, validation_metric
+from convexp.experiments.sweep_points import (
+    Point,
+    leaf_runs,
+    point_config,
+    validation_metric,
+)
 from convexp.record import read_metrics
 from convexp.runs import RunFolder
 from convexp.stats import mean_std

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import struct
 import types
 import typing
@@ -344,6 +345,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
+# YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot, so `1e-3` was read as the
+# string '1e-3' (a --space choice(0, 1e-3) then drew a string, shown and told to Optuna as one).
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
@@ -379,8 +387,8 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 def parse_value(text: str) -> Any:
     """A value typed on the command line, read as YAML: 2 -> int, [1, 2] -> list."""
     try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
+        return yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else text
+    except (yaml.YAMLError, DuplicateKey):
         return text  # a plain string the YAML parser cannot read, such as 'a: b'
 
 

@@ -116,3 +116,16 @@ def test_duplicate_keys_stay_refused_beside_merge_keys(tmp_path, text, message):
     with pytest.raises(ConvexpError) as info:
         load_config(TrainMnistConfig, write(tmp_path, text))
     assert message in str(info.value)
+
+
+def test_numbers_in_exponent_form_are_numbers_as_yaml_1_2_reads_them(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; convexp reads it as the float it means, on the
+    command line (--set, --grid, --space choices) and in config files."""
+    from convexp.config import parse_value
+
+    assert parse_value("1e-3") == 0.001 and isinstance(parse_value("1e-3"), float)
+    assert parse_value("[0, 1e-5, 2.5E+2]") == [0, 1e-5, 250.0]
+    assert parse_value("1ex") == "1ex" and parse_value("1_000") == 1000
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 5e-4\n  weight_decay: 1e-5\n")
+    train = load_config(TrainMnistConfig, tmp_path / "c.yaml").train
+    assert (train.lr, train.weight_decay) == (5e-4, 1e-5)

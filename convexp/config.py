@@ -219,6 +219,9 @@ class Sweep:
         require_seeds("seeds", self.seeds)
 
 
+MAX_PREVIEW = 64  # digits or draws in plots/augmentations.png: more cannot be seen, and 10^5 drew for minutes
+
+
 @dataclass
 class Augment:
     enabled: bool = True
@@ -235,8 +238,11 @@ class Augment:
         if self.enabled and not self.transforms:  # a run that says "augmented" must be
             raise Invalid("transforms", "{key} is empty while augment.enabled is true: list transforms "
                                         "(see configs/augment.yaml), or set augment.enabled=false")
-        require_positive("preview_digits", self.preview_digits)
-        require_positive("preview_draws", self.preview_draws)
+        for key in ("preview_digits", "preview_draws"):  # one picture: a grid of digits x draws
+            require_positive(key, getattr(self, key))
+            if getattr(self, key) > MAX_PREVIEW:
+                raise Invalid(key, f"config key '{{key}}' is {getattr(self, key):,}: plots/augmentations.png shows "
+                                   f"at most {MAX_PREVIEW} (use e.g. 8)")
 
 
 @dataclass
@@ -354,6 +360,8 @@ UniqueKeyLoader.add_implicit_resolver(
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConvexpError(f"config file {path} is a folder: pass a YAML file with --config, e.g. configs/train-mnist.yaml")
     if not path.is_file():
         raise ConvexpError(f"config file {path} not found: pass an existing file with --config")
     try:
@@ -429,7 +437,11 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
     if not prefix:  # the whole config, before any of it is copied or echoed
         require_bounded(raw)
     if not isinstance(raw, dict):
-        raise ConvexpError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {shown(raw)}")
+        section = prefix.rstrip(".")
+        if not section:
+            raise ConvexpError(f"the config must be a mapping of keys to values, got {shown(raw)}")
+        raise ConvexpError(f"config section '{section}' must be a mapping of its keys, got {shown(raw)}: write it as "
+                           f"'{section.split('.')[-1]}:' followed by indented 'key: value' lines, as in configs/")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -442,6 +454,9 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
         return cls(**values)
     except Invalid as exc:  # the section's own check, named by its full key
         raise ConvexpError(exc.template.replace("{key}", f"{prefix}{exc.field_name}")) from None
+
+
+MAX_INT = 2**63 - 1  # torch's int64: a larger batch size or count fails deep inside PyTorch
 
 
 def coerce(hint: Any, value: Any, key: str) -> Any:
@@ -482,6 +497,9 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise type_error(key, hint, value)
+        if abs(value) > MAX_INT:
+            raise ConvexpError(f"config key '{key}' is {shown(value)}, beyond the 64-bit integers PyTorch counts in "
+                               f"(at most {MAX_INT:,}): use a number such as 16")
         return value
     if hint is float:
         if isinstance(value, str):

@@ -96,16 +96,18 @@ def validation_count(val_split: float, total: int) -> int:
     return count
 
 
-def read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, 1, 28, 28) float32 in [0, 1] and (n,) int64, via torchvision.datasets.MNIST."""
+def read_mnist(root: Path, train: bool, download: bool,
+               point: str = "data.root (--set data.root=PATH)") -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 28, 28) float32 in [0, 1] and (n,) int64, via torchvision.datasets.MNIST. `point`:
+    how the command at hand is pointed at another folder, for the message when files are missing."""
     from torchvision.datasets import MNIST
 
     raw = root / "MNIST" / "raw"
     names = IDX_FILES[train]
     if not all((raw / name).is_file() for name in names):
         if not download:
-            raise missing_mnist(root, raw)
-        fetch_mnist(root, raw)
+            raise missing_mnist(root, raw, point=point)
+        fetch_mnist(root, raw, point)
     images_file, labels_file = raw / names[0], raw / names[1]
     image_dims = check_idx_file(images_file, "images", 3)
     label_dims = check_idx_file(labels_file, "labels", 1)
@@ -124,7 +126,7 @@ def read_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, t
     return dataset.data.unsqueeze(1).float().div_(255), labels
 
 
-def fetch_mnist(root: Path, raw: Path) -> None:
+def fetch_mnist(root: Path, raw: Path, point: str) -> None:
     from torchvision.datasets import MNIST
 
     try:
@@ -133,15 +135,16 @@ def fetch_mnist(root: Path, raw: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             MNIST(str(root), train=True, download=True)
     except Exception:
-        raise missing_mnist(root, raw, tried_download=True) from None
+        raise missing_mnist(root, raw, tried_download=True, point=point) from None
 
 
-def missing_mnist(root: Path, raw: Path, tried_download: bool = False) -> ConvexpError:
+def missing_mnist(root: Path, raw: Path, tried_download: bool = False,
+                  point: str = "data.root (--set data.root=PATH)") -> ConvexpError:
     files = ", ".join(IDX_FILES[True] + IDX_FILES[False])
     why = "could not be downloaded (offline?)" if tried_download else "are missing"
     return ConvexpError(
         f"MNIST files under {root} {why}: put {files} in {raw}/, "
-        "or point data.root at a folder holding MNIST/raw (--set data.root=PATH)"
+        f"or point {point} at a folder holding MNIST/raw"
     )
 
 

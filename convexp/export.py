@@ -128,7 +128,7 @@ def differences(path: Path, fmt: str, trained: TrainedModel) -> dict[str, float]
 def export(run_dir: Path, fmt: str, out: Path | None = None, child: str | None = None) -> tuple[Path, dict[str, float]]:
     """Write the run's network as `fmt` to `out` (default: beside model.pt), checked: returns the file
     and its differences per shape. A file off by more than TOLERANCE is removed, never left."""
-    from convexp.runs import write_atomic
+    from convexp.runs import require_writable_file, write_atomic
 
     if fmt not in FORMATS:
         raise ConvexpError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -136,8 +136,8 @@ def export(run_dir: Path, fmt: str, out: Path | None = None, child: str | None =
         require_onnx()
     trained = load_trained(find_trained(Path(run_dir), child), torch.device("cpu"))
     out = Path(out) if out is not None else trained.path / f"model{SUFFIX[fmt]}"
+    require_writable_file(out, f"model{SUFFIX[fmt]}")
     model = Deployable(native_twin(trained), trained.normalization).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
     draft = out.with_name(f".{out.name}.draft")  # checked here before it gets its name
     try:
         (write_onnx if fmt == "onnx" else write_torchscript)(model, trained, draft)

@@ -8,6 +8,7 @@ completed, failed (with the error), or interrupted (Ctrl-C / SIGTERM, resumable 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re
@@ -20,7 +21,7 @@ import torch
 
 from convexp import interrupts
 from convexp.callbacks import watching
-from convexp.config import dump_yaml
+from convexp.config import dump_yaml, flatten, to_dict
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, DiskFull, UnusableCheckpoint
 from convexp.loggers import close_loggers, open_loggers
@@ -104,7 +105,7 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
                     raise error from None
                 raise
             except BaseException as exc:
-                memory = out_of_memory(exc)
+                memory = out_of_memory(exc, config)
                 set_final(run, status="failed", error=str(memory) if memory else f"{type(exc).__name__}: {exc}")
                 if memory is not None:
                     raise memory from None
@@ -155,14 +156,21 @@ def disk_error(exc: OSError, run: RunFolder) -> OSError | DiskFull:
                     "the run; it goes on from its last checkpoint")
 
 
-def out_of_memory(exc: BaseException) -> ConvexpError | None:
-    """A network or batch too big for this machine, as one line: the CPU allocator raises a plain
-    RuntimeError ("can't allocate memory"), CUDA an OutOfMemoryError."""
+# What makes a run's memory: the first of them its config has are named in the out-of-memory fix.
+MEMORY_KEYS = ("model.channels", "model.widths", "train.batch_size", "train.eval_batch_size", "sweep.batch_sizes",
+               "batch_sizes", "match_max_channels")
+
+
+def out_of_memory(exc: BaseException, config=None) -> ConvexpError | None:
+    """A network or batch too big for this machine, as one line naming the keys of this run's
+    config that set its size: the CPU allocator raises a plain RuntimeError ("can't allocate
+    memory"), CUDA an OutOfMemoryError."""
     if isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
         asked = re.search(r"tried to allocate (\d+) bytes", str(exc))
         size = f" (asked for {int(asked.group(1)) / 2**30:.1f} GiB at once)" if asked else ""
-        return ConvexpError(f"out of memory{size}: the network or batch is too large for this machine; "
-                            "lower model.channels / model.widths or train.batch_size")
+        keys = set(flatten(to_dict(config))) if dataclasses.is_dataclass(config) else set(MEMORY_KEYS)
+        lower = " / ".join(key for key in MEMORY_KEYS if key in keys) or "the sizes in the config"
+        return ConvexpError(f"out of memory{size}: the network or batch is too large for this machine; lower {lower}")
     return None
 
 

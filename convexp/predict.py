@@ -233,10 +233,11 @@ def predict(run_dir: Path, paths: list[Path], out: Path, device: str = "auto", b
     """
     from convexp.application import resolve_device
     from convexp.console import Reporter, print_table
-    from convexp.runs import write_atomic
+    from convexp.runs import require_writable_file, write_atomic
 
     if batch_size < 1:
         raise ConvexpError(f"--batch-size must be at least 1; got {batch_size}")
+    require_writable_file(Path(out), "predictions.csv")
     trained = load_trained(find_trained(Path(run_dir), child), resolve_device(device))
     files = image_files(paths)
     images, good, failures = [], [], []

@@ -132,6 +132,14 @@ def make_folder(path: Path, what: str) -> None:
         raise ConvexpError(f"cannot write {what} under {path} ({why}): pass a writable --out") from None
 
 
+def require_writable_file(path: Path, example: str) -> None:
+    """An --out that names a file: not a folder, and in a folder this user can write (made if
+    missing), checked before any work; `example`: a file name to suggest inside a folder."""
+    if path.is_dir():
+        raise ConvexpError(f"--out {path} is a folder: pass a file path, e.g. --out {path / example}")
+    make_folder(path.parent, path.name)
+
+
 @contextlib.contextmanager
 def run_lock(run: RunFolder) -> Iterator[None]:
     """One process per run folder: the lock is the kernel's, so a killed owner never leaves it held."""

@@ -264,7 +264,7 @@ def train_unit(
     if run.status == "completed":
         return read_completed(run, model, splits, cfg)
     start_epoch = 0
-    if (run.path / CHECKPOINT).is_file():
+    if (run.path / CHECKPOINT).exists():  # a folder or other non-file there is refused by read_checkpoint
         start_epoch = load_checkpoint(run, model, optimizer, generators, history)
         reporter.line(f"{label}resuming after epoch {start_epoch} of {cfg.epochs}")
     elif (run.path / "metrics.csv").is_file():  # epochs were done, but their checkpoint is gone
@@ -376,6 +376,8 @@ def load_checkpoint(run, model, optimizer, generators, history: History) -> int:
 def read_checkpoint(run) -> dict:
     """checkpoint.pt's mapping, with every key make_snapshot writes, or UnusableCheckpoint saying what is wrong."""
     path = run.path / CHECKPOINT
+    if not path.is_file():
+        raise unusable(run, "is not a file")
     size = path.stat().st_size
     if size == 0:
         raise unusable(run, "is empty (0 bytes)")

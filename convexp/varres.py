@@ -33,9 +33,11 @@ DIGIT_SIZE = 28
 
 
 def build_varres(
-    mnist_root: Path, out: Path, seed: int = 0, center: bool = False, sizes=CANVAS_SIZES, download: bool = False
+    mnist_root: Path, out: Path, seed: int = 0, center: bool = False, sizes=CANVAS_SIZES, download: bool = False,
+    point: str = "--mnist-root",
 ) -> dict[str, Counter]:
-    """Write the data set under `out`; returns counts per split of (digit, size) pairs.
+    """Write the data set under `out`; returns counts per split of (digit, size) pairs. `point`:
+    the option that names mnist_root, for the message when its files are missing.
 
     Written into `<out>.partial` and renamed at the end, so an interrupted build leaves no
     folder that looks complete. The images it wrote go to the disk cache as well, so no process
@@ -51,7 +53,7 @@ def build_varres(
     make_folder(out.parent, f"mnist-varres ({out.name})")
     generator = torch.Generator().manual_seed(seed)
     try:
-        counts, written = write_canvases(mnist_root, partial, generator, center, sizes, download)
+        counts, written = write_canvases(mnist_root, partial, generator, center, sizes, download, point)
     except KeyboardInterrupt:  # a build starts over anyway: what it wrote would only take up room
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -65,7 +67,7 @@ def build_varres(
 
 
 def write_canvases(mnist_root: Path, partial: Path, generator: torch.Generator, center: bool, sizes,
-                   download: bool) -> tuple[dict[str, Counter], dict[str, list]]:
+                   download: bool, point: str) -> tuple[dict[str, Counter], dict[str, list]]:
     """Every MNIST digit on its canvas, as PNGs under `partial`: the counts per split of (digit,
     size), and per split what was written: (label, file name, canvas)."""
     from PIL import Image
@@ -73,7 +75,7 @@ def write_canvases(mnist_root: Path, partial: Path, generator: torch.Generator, 
     counts: dict[str, Counter] = {}
     written: dict[str, list[tuple[int, str, torch.Tensor]]] = {}
     for split, train in (("train", True), ("test", False)):
-        images, labels = read_mnist(mnist_root, train=train, download=download)
+        images, labels = read_mnist(mnist_root, train=train, download=download, point=point)
         pixels = (images[:, 0] * 255).round().to(torch.uint8)  # (n, 28, 28), the original bytes
         size_index = torch.randint(len(sizes), (len(labels),), generator=generator)
         counts[split], written[split] = Counter(), []

@@ -59,7 +59,7 @@ def test_resolved_config_round_trips(tmp_path):
         (TrainMnistConfig, "", ["device=tpu"], "config key 'device' must be one of auto, cpu, cuda"),
         (TrainMnistConfig, "- a\n- b\n", [], "must be a YAML mapping of keys to values, not a list"),
         (TrainMnistConfig, "train: [1, 2\n", [], "is not valid YAML"),
-        (TrainMnistConfig, "train: 3\n", [], "train must be a mapping"),
+        (TrainMnistConfig, "train: 3\n", [], "config section 'train' must be a mapping of its keys, got 3"),
         (TrainMnistConfig, "", ["epochs"], "is not of the form key.path=value"),
         (SweepBatchConfig, "", ["sweep.batch_sizes=[]"], "sweep.batch_sizes is empty"),
         (SweepBatchConfig, "", ["sweep.batch_sizes=[16, 0]"], "'sweep.batch_sizes[1]' must be greater than 0"),

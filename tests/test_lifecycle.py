@@ -131,3 +131,13 @@ def test_running_out_of_memory_is_one_line_naming_the_fix():
                                        "you tried to allocate 29491200000 bytes. Error code 12"))
     assert "asked for 27.5 GiB at once" in str(error) and "lower model.channels" in str(error)
     assert out_of_memory(RuntimeError("shape mismatch")) is None
+    # the fix names the keys the run's own config has
+    from convexp.experiments.bench import BenchConfig
+    from convexp.experiments.train_mnist import TrainMnistConfig
+    from convexp.experiments.varres_pool import VarresPoolConfig
+
+    oom = RuntimeError("DefaultCPUAllocator: can't allocate memory")
+    assert str(out_of_memory(oom, BenchConfig())).endswith("; lower batch_sizes")
+    assert str(out_of_memory(oom, TrainMnistConfig())).endswith("; lower train.batch_size / train.eval_batch_size")
+    assert str(out_of_memory(oom, VarresPoolConfig())).endswith(
+        "; lower model.channels / model.widths / train.batch_size / train.eval_batch_size")

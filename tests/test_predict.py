@@ -241,3 +241,19 @@ def test_a_study_with_several_trained_runs_asks_which(runs, tmp_path):
     result = invoke("predict", str(study), str(image), "--out", str(out), "--child", "max-seed1")
     assert result.returncode == 0, result.stderr
     assert invoke("predict", str(study), str(image), "--out", str(out), "--child", "mean-seed0").returncode == 2
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize("where,message", [
+    ("a-folder", "is a folder: pass a file path, e.g. --out"),
+    ("under-a-file", "is a file): pass a writable --out"),
+])
+def test_an_out_that_cannot_be_written_is_one_line_before_any_work(runs, tmp_path, command, where, message):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path if where == "a-folder" else tmp_path / "a-file" / "out"
+    image = save(tmp_path / "x.png", "L", (32, 32), 0)
+    args = [str(image)] if command == "predict" else []
+    result = invoke(command, str(runs["pool"]), *args, "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr

@@ -210,12 +210,18 @@ def without_optimizer(path: Path) -> None:
     torch.save(state, path)
 
 
+def replaced_by_a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 @pytest.mark.parametrize("damage,what", [
     (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (replaced_by_a_folder, "is not a file"),
     (truncate, "is truncated or not a checkpoint"),
     (without_optimizer, "is incomplete (no optimizer)"),
     (without_history_rows, "is incomplete (no history.rows)"),
-], ids=["empty", "truncated", "no-optimizer", "no-history-rows"])
+], ids=["empty", "a-folder", "truncated", "no-optimizer", "no-history-rows"])
 def test_an_unusable_checkpoint_leaves_the_run_interrupted(tmp_path, mnist_root, damage, what):
     with sigint_at_batch(7):  # in epoch 2: epoch 1's checkpoint is on disk
         stopped = invoke("train-mnist", *mini(mnist_root), *FEW_BATCHES, "--out", str(tmp_path), "-q")

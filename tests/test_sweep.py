@@ -239,7 +239,7 @@ def test_keys_joined_by_commas_move_together():
         (["--grid", "seed=[1, 2]"], "--grid seed: the seeds of every point are --seeds"),
         (["--grid", "device=[cpu, cuda]"], "--grid device: one device runs the whole sweep: --device"),
         (["--grid", "train.test=[true, false]"], "--grid train.test: the sweep tests only the chosen point"),
-        (["--grid", "train=[1, 2]"], "sweep point train=1: train must be a mapping, got 1"),
+        (["--grid", "train=[1, 2]"], "sweep point train=1: config section 'train' must be a mapping of its keys, got 1"),
         (["--grid", "train.lr=[0.1]", "--seeds", "0,,1"], "--seeds '0,,1' must be whole numbers separated by commas"),
     ],
 )

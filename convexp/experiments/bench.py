@@ -49,6 +49,12 @@ class BenchConfig(RunConfig):
             require_items(key, getattr(self, key), "value")
         require_positive_items("batch_sizes", self.batch_sizes)
         require_positive_items("threads", self.threads)
+        from convexp.execution.task import usable_cores
+
+        cores = usable_cores()
+        if max(self.threads) > cores:  # (PyTorch crashed at 100,000 threads)
+            raise Invalid("threads", f"config key '{{key}}' lists {max(self.threads)} threads, more than the {cores} "
+                                     f"core(s) this process may use: list counts from 1 to {cores}")
         for key in ("min_run_time", "rounds", "loop_digits", "loop_batch_size", "loop_repeats"):
             require_positive(key, getattr(self, key))
         if self.min_run_time > 60:  # each of a few dozen timings runs this long

@@ -8,7 +8,7 @@
 #
 # TRIALS: the random search's trials (default 10); its epochs (TRIALS x 4) are the budget the
 # tpe + hyperband search gets (--epoch-budget). SEEDS: the sampler seeds (default 0 1 2).
-# EXTRA: more options for every sweep, e.g. a smoke run on mnist-mini:
+# JOBS: trials at once (default 2, one thread each). EXTRA: more options for every sweep, e.g. a smoke run on mnist-mini:
 #   EXTRA="--set train.max_batches=5 --set data.val_split=0.2" with $CONVEXP_DATA/mnist -> mnist-mini
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ EPOCHS=4
 SPACE=(--space "train.lr=loguniform(1e-4, 1e-2)" --space "train.batch_size=choice(16, 32, 64, 128)"
        --space "train.weight_decay=choice(0, 1e-5, 1e-4, 1e-3)" --space "train.schedule=choice(constant, cosine)")
 COMMON=(train-mnist "${SPACE[@]}" --set "data.root=$DATA/mnist" --set "train.epochs=$EPOCHS" --seeds 0
-        --jobs 2 --threads 1 --yes --out "$OUT" -q ${EXTRA:-})
+        --jobs "${JOBS:-2}" --threads 1 --yes --out "$OUT" -q ${EXTRA:-})
 
 lscpu | grep -E "Model name|^CPU\(s\)"
 echo "flags: $(grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
@@ -47,6 +47,9 @@ for sweep in sorted(Path(sys.argv[1]).glob("*-sweep-*")):
                  best.get("test_accuracy", {}).get("mean"), best.get("values")))
 print("| search | status | trials | pruned | epochs trained | best val acc | its test acc | chosen point |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+def number(value):
+    return "-" if value is None else f"{value:.4f}"
+
 for name, status, trials, pruned, epochs, val, test, values in rows:
-    print(f"| {name} | {status} | {trials} | {pruned} | {epochs} | {val:.4f} | {test:.4f} | {values} |")
+    print(f"| {name} | {status} | {trials} | {pruned} | {epochs} | {number(val)} | {number(test)} | {values} |")
 EOF

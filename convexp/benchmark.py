@@ -21,6 +21,7 @@ from convexp.errors import ConvexpError
 from convexp.memory import keep_freed_memory
 from convexp.models import MNISTConvNet, to_device
 from convexp.precision import autocast
+from convexp.precision import resolve as resolve_precision
 from convexp.runs import RunFolder
 from convexp.train import make_generators, train_epoch
 
@@ -129,7 +130,7 @@ def workloads_for(conv: str, seed: int, batch_size: int, device, cuda_graphs: bo
     A hand-written kind at fp32 also times each layer's three float32 products alone (see
     matmuls_alone). With cuda_graphs, each is captured once and replayed (see graphed)."""
     torch.manual_seed(seed)
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype, _ = resolve_precision(precision, device)
     model = to_device(MNISTConvNet(conv), device)
     items = {}
     for name, (c_in, _, size) in CONV_LAYERS.items():

@@ -353,10 +353,16 @@ MERGE_TAG = "tag:yaml.org,2002:merge"
 
 # YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot, so `1e-3` was read as the
 # string '1e-3' (a --space choice(0, 1e-3) then drew a string, shown and told to Optuna as one).
-UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+# The dumper knows it too, so a string such as '1e5' is written quoted and read back a string.
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class ConfigDumper(yaml.SafeDumper):
+    pass
+
+
+for yaml_class in (UniqueKeyLoader, ConfigDumper):
+    yaml_class.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -440,8 +446,9 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
         section = prefix.rstrip(".")
         if not section:
             raise ConvexpError(f"the config must be a mapping of keys to values, got {shown(raw)}")
-        raise ConvexpError(f"config section '{section}' must be a mapping of its keys, got {shown(raw)}: write it as "
-                           f"'{section.split('.')[-1]}:' followed by indented 'key: value' lines, as in configs/")
+        raise ConvexpError(f"config section '{section}' must be a mapping of its keys, got {shown(raw)}: set its keys "
+                           f"one by one (--set {section}.KEY=VALUE, or indented 'KEY: VALUE' lines under "
+                           f"'{section.split('.')[-1]}:' in the YAML file, as in configs/)")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -558,4 +565,4 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def dump_yaml(config: Any) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+    return yaml.dump(to_dict(config), Dumper=ConfigDumper, sort_keys=False)

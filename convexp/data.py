@@ -96,9 +96,13 @@ def validation_count(val_split: float, total: int) -> int:
     return count
 
 
+# How a training command is pointed at another MNIST folder (make-varres and reproduce name their own).
+DATA_ROOT_OPTION = "data.root (--set data.root=PATH)"
+
+
 def read_mnist(root: Path, train: bool, download: bool,
-               point: str = "data.root (--set data.root=PATH)") -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, 1, 28, 28) float32 in [0, 1] and (n,) int64, via torchvision.datasets.MNIST. `point`:
+               root_option: str = DATA_ROOT_OPTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 28, 28) float32 in [0, 1] and (n,) int64, via torchvision.datasets.MNIST. `root_option`:
     how the command at hand is pointed at another folder, for the message when files are missing."""
     from torchvision.datasets import MNIST
 
@@ -106,8 +110,8 @@ def read_mnist(root: Path, train: bool, download: bool,
     names = IDX_FILES[train]
     if not all((raw / name).is_file() for name in names):
         if not download:
-            raise missing_mnist(root, raw, point=point)
-        fetch_mnist(root, raw, point)
+            raise missing_mnist(root, raw, False, root_option)
+        fetch_mnist(root, raw, root_option)
     images_file, labels_file = raw / names[0], raw / names[1]
     image_dims = check_idx_file(images_file, "images", 3)
     label_dims = check_idx_file(labels_file, "labels", 1)
@@ -126,7 +130,7 @@ def read_mnist(root: Path, train: bool, download: bool,
     return dataset.data.unsqueeze(1).float().div_(255), labels
 
 
-def fetch_mnist(root: Path, raw: Path, point: str) -> None:
+def fetch_mnist(root: Path, raw: Path, root_option: str) -> None:
     from torchvision.datasets import MNIST
 
     try:
@@ -135,16 +139,15 @@ def fetch_mnist(root: Path, raw: Path, point: str) -> None:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             MNIST(str(root), train=True, download=True)
     except Exception:
-        raise missing_mnist(root, raw, tried_download=True, point=point) from None
+        raise missing_mnist(root, raw, tried_download=True, root_option=root_option) from None
 
 
-def missing_mnist(root: Path, raw: Path, tried_download: bool = False,
-                  point: str = "data.root (--set data.root=PATH)") -> ConvexpError:
+def missing_mnist(root: Path, raw: Path, tried_download: bool, root_option: str) -> ConvexpError:
     files = ", ".join(IDX_FILES[True] + IDX_FILES[False])
     why = "could not be downloaded (offline?)" if tried_download else "are missing"
     return ConvexpError(
         f"MNIST files under {root} {why}: put {files} in {raw}/, "
-        f"or point {point} at a folder holding MNIST/raw"
+        f"or point {root_option} at a folder holding MNIST/raw"
     )
 
 

@@ -43,6 +43,7 @@ class UnusableCheckpoint(ConvexpError):
     A study stops at it (the user moves the file aside), wherever its child trained."""
 
 
-# What stops a whole study when one child meets it, by name: a worker process or a Ray task
-# sends the name and message back, and the study raises the same error here.
-STOPS_THE_STUDY = {"DiskFull": DiskFull, "UnusableCheckpoint": UnusableCheckpoint}
+# What stops a whole study when one of its children meets it, wherever the child trains: a worker
+# process sends the error itself back to the study, which raises it (on Ray only an unusable
+# checkpoint does: a Ray worker's full disk is its node's scratch space, not the study's disk).
+STOPS_THE_STUDY = (DiskFull, UnusableCheckpoint)

@@ -134,6 +134,8 @@ def export(run_dir: Path, fmt: str, out: Path | None = None, child: str | None =
         raise ConvexpError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if fmt == "onnx":
         require_onnx()
+    if out is not None:  # before any work
+        require_writable_file(Path(out), f"model{SUFFIX[fmt]}")
     trained = load_trained(find_trained(Path(run_dir), child), torch.device("cpu"))
     out = Path(out) if out is not None else trained.path / f"model{SUFFIX[fmt]}"
     require_writable_file(out, f"model{SUFFIX[fmt]}")

@@ -174,7 +174,7 @@ def out_of_memory(exc: BaseException, config=None) -> ConvexpError | None:
     return None
 
 
-def ignore(signum, frame) -> None:
+def drop_repeated_signal(signum, frame) -> None:
     """A signal after the first, dropped. A Python handler rather than SIG_IGN: a signal already
     on its way when SIG_IGN is set makes CPython print "OSError: Signal 15 ignored due to race
     condition" (a Ctrl-C reaches a study's workers, then the study's own SIGTERM does)."""
@@ -194,11 +194,11 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     def handler(signum, frame):
         scopes["fired"] = True
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, ignore)
+            signal.signal(sig, drop_repeated_signal)
         raise KeyboardInterrupt
 
     try:
-        previous = {sig: signal.signal(sig, ignore if scopes["fired"] else handler)
+        previous = {sig: signal.signal(sig, drop_repeated_signal if scopes["fired"] else handler)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield

@@ -237,8 +237,9 @@ class Drawn:
 
 
 def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
-           train: Callable[[list[Drawn]], dict[int, float | str]], budget_left: Callable[[], bool] = lambda: True) -> None:
-    """Trials until the study holds `trials` (or `budget_left` says no), `batch_size` at a time:
+           train: Callable[[list[Drawn]], dict[int, float | str]], budget_left: Callable[[int], bool] = lambda planned: True) -> None:
+    """Trials until the study holds `trials` (or `budget_left(trials planned in this batch)` says
+    no), `batch_size` at a time:
     those an interrupted sweep left running first (their finished runs are kept), then new ones
     asked of the sampler. `train` trains a batch and says how each trial ended: its objective
     value, "pruned" or "failed"; the study is told so before the next batch is asked for, so the
@@ -247,7 +248,7 @@ def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
     waiting = interrupted(study, ranges)
     while True:
         batch, waiting = waiting[:batch_size], waiting[batch_size:]
-        while len(batch) < batch_size and len(study.trials) < trials and budget_left():
+        while len(batch) < batch_size and len(study.trials) < trials and budget_left(len(batch)):
             trial = study.ask()
             values = {key: r.suggest(trial, key) for key, r in ranges.items()}
             batch.append(Drawn(trial.number, trial._trial_id, values))  # the id is what a worker's Trial needs

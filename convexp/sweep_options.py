@@ -4,6 +4,8 @@ file and --set) as the base, --grid, --random, --seeds and --select around it, a
 
 from __future__ import annotations
 
+import sys
+
 from convexp.config import from_dict, parse_value, to_dict
 from convexp.errors import ConvexpError
 from convexp.experiments.sweep import check_points
@@ -50,6 +52,9 @@ MAX_RUNS = 10_000
 
 
 def check_size(config: SweepConfig) -> None:
+    if not config.searches and config.grid_size() > sys.maxsize:  # --random draws indices from a range
+        raise ConvexpError(f"the grid has {config.grid_size():.3g} points, more than a draw can index: "
+                           "search the ranges instead (--space KEY=RANGE --sampler tpe --trials N)")
     points = config.point_count()
     runs = points * len(config.seeds)
     if runs > MAX_RUNS:
@@ -59,8 +64,6 @@ def check_size(config: SweepConfig) -> None:
 
 def confirm_size(config: SweepConfig, yes: bool) -> None:
     """A sweep of more than ASK_ABOVE_RUNS runs starts only with --yes, or when a terminal says yes."""
-    import sys
-
     import typer
 
     points = config.point_count()

@@ -14,6 +14,7 @@ import functools
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from convexp.data_roots import AUTO, DATA_SETS, resolve_root
 from convexp.errors import ConvexpError
 from convexp.runs import make_folder
 
+if TYPE_CHECKING:
+    from convexp.console import Reporter
+
 CANVAS_SIZES = (32, 48, 64)
 DIGIT_SIZE = 28
 
@@ -34,9 +38,9 @@ DIGIT_SIZE = 28
 
 def build_varres(
     mnist_root: Path, out: Path, seed: int = 0, center: bool = False, sizes=CANVAS_SIZES, download: bool = False,
-    point: str = "--mnist-root",
+    root_option: str = "--mnist-root",
 ) -> dict[str, Counter]:
-    """Write the data set under `out`; returns counts per split of (digit, size) pairs. `point`:
+    """Write the data set under `out`; returns counts per split of (digit, size) pairs. `root_option`:
     the option that names mnist_root, for the message when its files are missing.
 
     Written into `<out>.partial` and renamed at the end, so an interrupted build leaves no
@@ -53,7 +57,7 @@ def build_varres(
     make_folder(out.parent, f"mnist-varres ({out.name})")
     generator = torch.Generator().manual_seed(seed)
     try:
-        counts, written = write_canvases(mnist_root, partial, generator, center, sizes, download, point)
+        counts, written = write_canvases(mnist_root, partial, generator, center, sizes, download, root_option)
     except KeyboardInterrupt:  # a build starts over anyway: what it wrote would only take up room
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -67,7 +71,7 @@ def build_varres(
 
 
 def write_canvases(mnist_root: Path, partial: Path, generator: torch.Generator, center: bool, sizes,
-                   download: bool, point: str) -> tuple[dict[str, Counter], dict[str, list]]:
+                   download: bool, root_option: str) -> tuple[dict[str, Counter], dict[str, list]]:
     """Every MNIST digit on its canvas, as PNGs under `partial`: the counts per split of (digit,
     size), and per split what was written: (label, file name, canvas)."""
     from PIL import Image
@@ -75,7 +79,7 @@ def write_canvases(mnist_root: Path, partial: Path, generator: torch.Generator, 
     counts: dict[str, Counter] = {}
     written: dict[str, list[tuple[int, str, torch.Tensor]]] = {}
     for split, train in (("train", True), ("test", False)):
-        images, labels = read_mnist(mnist_root, train=train, download=download, point=point)
+        images, labels = read_mnist(mnist_root, train=train, download=download, root_option=root_option)
         pixels = (images[:, 0] * 255).round().to(torch.uint8)  # (n, 28, 28), the original bytes
         size_index = torch.randint(len(sizes), (len(labels),), generator=generator)
         counts[split], written[split] = Counter(), []
@@ -140,10 +144,17 @@ def load_varres(cfg: VarresData) -> tuple[Split, Split, Split]:
     )
 
 
+def say_empty_buckets(reporter: Reporter, resolutions: list[int], train: Split, val: Split, test: Split) -> None:
+    """A note under the data banner when a resolution of data.resolutions has no images in some
+    split: that split's bucket is left out, so for instance the per-resolution test accuracy of
+    a size the test split lacks is not measured."""
+    lacking = empty_buckets(resolutions, {"train": train, "validation": val, "test": test})
+    if lacking:
+        reporter.line(f"note: {lacking}")
+
+
 def empty_buckets(resolutions: list[int], splits: dict[str, Split]) -> str:
-    """What the banner adds when a resolution of data.resolutions has no images in some split
-    ("" when every split has every one): that split's buckets are left out, so for instance
-    the per-resolution test accuracy of a size the test split lacks is not measured."""
+    """What say_empty_buckets says ("" when every split has every resolution)."""
     notes = []
     for size in resolutions:
         lacking = [name for name, split in splits.items() if size not in split.resolutions]

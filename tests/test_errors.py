@@ -174,7 +174,7 @@ CATALOGUE = [
     ("augment-preview-huge", None, ["augment", "--set", "augment.preview_draws=100000"],
      "config key 'augment.preview_draws' is 100,000: plots/augmentations.png shows at most 64"),
     ("config-section-not-mapping", lambda t: file_path(t, "c.yaml", "train: [1, 2]\n"), ["train-mnist", "--config", "{x}"],
-     "config section 'train' must be a mapping of its keys, got [1, 2]: write it as 'train:' followed by indented"),
+     "config section 'train' must be a mapping of its keys, got [1, 2]: set its keys one by one (--set train.KEY=VALUE"),
     ("config-is-a-folder", lambda t: t, ["train-mnist", "--config", "{x}"], "is a folder: pass a YAML file with --config"),
     ("reproduce-unknown-question", None, ["reproduce", "--set", "questions=[Q7, Q99]"],
      "questions names Q99, which the study does not answer: choose from part1, Q15, Q7"),

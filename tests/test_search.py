@@ -257,8 +257,9 @@ def test_the_pruning_watcher_reports_every_epoch_and_stops_a_trial_behind_the_me
 
 
 def test_hyperband_stops_trials_behind_their_bracket_before_their_last_epoch(tmp_path):
-    """Each trial worse than every one before it: hyperband (4 epochs: two brackets, rungs at
-    epochs 1 and 3 or at 3) keeps each bracket's first and stops later ones at a rung."""
+    """Each trial worse than every one before it: hyperband (4 epochs, two brackets) never stops
+    the first trial (nothing to compare it with) and stops some later ones at a rung before their
+    last epoch (the watcher never stops a trial at its last: it has finished)."""
     import optuna
 
     from convexp.callbacks import EpochEnd

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from convexp.console import Reporter
-from convexp.errors import STOPS_THE_STUDY, ConvexpError
+from convexp.errors import ConvexpError, UnusableCheckpoint
 from convexp.execution.task import ChildTask, Execution, settle
 from convexp.runs import write_atomic
 
@@ -88,9 +88,8 @@ class RayBackend:
                                              f"{str(exc).splitlines()[0][:200]}); `convexp resume` runs it again")
         replace_folder(task.folder, files)
         ended = settle(task, 0)
-        if reason is not None:  # a full disk there, an unusable checkpoint: the study stops, as for one here
-            kind, message = reason
-            raise STOPS_THE_STUDY[kind](message.replace(SCRATCH, str(task.folder.parent)))
+        if reason is not None:  # an unusable checkpoint: the study stops, as for one here
+            raise UnusableCheckpoint(reason.replace(SCRATCH, str(task.folder.parent)))
         return ended
 
     def stop(self, running: dict[object, ChildTask]) -> None:
@@ -169,9 +168,10 @@ SCRATCH = "<the study folder>"  # in a message from a Ray worker, where its scra
 
 
 def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes],
-                    splits=None) -> tuple[dict[str, bytes], tuple[str, str] | None]:
+                    splits=None) -> tuple[dict[str, bytes], str | None]:
     """On a Ray worker: the child trains in a scratch copy of its folder; returns every file of it,
-    and what stops the whole study if the child met that (one of STOPS_THE_STUDY: name, message)."""
+    and, if its checkpoint could not be used, that error's message, which stops the whole study.
+    (A full disk here is this node's scratch space: that child fails, the study goes on.)"""
     torch.set_num_threads(threads)
     reporter = Reporter(quiet=True, prefix=f"[{task.name}] ")
     with tempfile.TemporaryDirectory(prefix="convexp-ray-") as scratch:
@@ -182,9 +182,9 @@ def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes],
         reason = None
         try:
             here.run(reporter, data=splits)
-        except tuple(STOPS_THE_STUDY.values()) as exc:
+        except UnusableCheckpoint as exc:
             reporter.line(f"failed: {exc}")
-            reason = (type(exc).__name__, str(exc).replace(str(parent), SCRATCH))
+            reason = str(exc).replace(str(parent), SCRATCH)
         except Exception as exc:  # recorded in the child's summary.json (a bug: in its log); its files come back all the same
             reporter.line(f"failed: {type(exc).__name__}: {exc}")
         return folder_files(folder), reason

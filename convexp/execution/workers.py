@@ -74,12 +74,10 @@ class WorkerBackend:
         process, _, _ = self.processes.pop(handle)
         receive = self.stop_reasons.pop(handle)
         process.join()
-        reason = receive.recv() if process.exitcode == STOP_STUDY_EXIT and receive.poll() else None
-        receive.close()
+        reason = stop_reason_sent(receive)
         self.ended[task.name] = settle(task, process.exitcode)
         if reason is not None:  # a full disk (every later child would fail the same way), an unusable checkpoint
-            kind, message = reason
-            raise STOPS_THE_STUDY[kind](message)
+            raise reason
         return self.ended[task.name]
 
     def stop(self, running: dict[object, ChildTask]) -> None:
@@ -132,10 +130,21 @@ def live_view(reporter: Reporter, tasks: list[ChildTask], running: dict, ended: 
         live.update(table())
 
 
-def work_in_worker(task: ChildTask, threads: int, silent: bool = False, stop_reason=None) -> None:
+def stop_reason_sent(receive: multiprocessing.connection.Connection) -> BaseException | None:
+    """The error a worker sent back (one of STOPS_THE_STUDY), or None: nothing sent, or the pipe
+    closed by a worker that died first."""
+    try:
+        return receive.recv() if receive.poll() else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        receive.close()
+
+
+def work_in_worker(task: ChildTask, threads: int, silent: bool, stop_reason: multiprocessing.connection.Connection) -> None:
     """A worker process's whole life: one child, then exit (code 130 when interrupted).
     `silent`: the study shows a live table, so the worker's lines go to its child's log.txt only.
-    `stop_reason`: where an error that stops the whole study goes (its name and message)."""
+    `stop_reason`: where an error that stops the whole study goes, the error itself (it pickles)."""
     import torch
     from rich.console import Console
 
@@ -152,10 +161,9 @@ def work_in_worker(task: ChildTask, threads: int, silent: bool = False, stop_rea
         task.run(reporter)
     except KeyboardInterrupt:
         sys.exit(130)
-    except tuple(STOPS_THE_STUDY.values()) as exc:
+    except STOPS_THE_STUDY as exc:
         reporter.line(f"failed: {exc}")
-        if stop_reason is not None:
-            stop_reason.send((type(exc).__name__, str(exc)))
+        stop_reason.send(exc)
         sys.exit(STOP_STUDY_EXIT)
     except ConvexpError as exc:  # already recorded in the child's folder
         reporter.line(f"failed: {exc}")

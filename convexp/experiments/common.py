@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from convexp.console import Reporter
 from convexp.data import Splits
-from convexp.errors import ConvexpError, DiskFull, UnusableCheckpoint
+from convexp.errors import STOPS_THE_STUDY, ConvexpError
 from convexp.execution import ChildTask, Execution, run_children
 from convexp.lifecycle import open_run
 from convexp.models import to_device
@@ -54,7 +54,7 @@ def train_child(
         with open_run(child, command, child_config, device, reporter, name=name, parent=parent):
             return child, train_unit(child, model, splits, child_config.train, seed=child_config.seed, device=device,
                                      reporter=reporter, label=f"[{name}] ", **train_options)
-    except (DiskFull, UnusableCheckpoint):
+    except STOPS_THE_STUDY:
         raise  # a full disk fails every later child; a bad checkpoint is for the user to move aside: stop
     except ConvexpError as exc:  # e.g. a diverging loss: the child is marked failed, the study goes on
         reporter.line(f"[{name}] failed: {exc}")
@@ -106,7 +106,7 @@ def run_experiment_child(parent: Path, name: str, command: str, config, question
     try:
         run_experiment(spec(command), config, study.child(name), torch.device(device), reporter,
                        name=name, parent=study, **({"question": question} if question else {}))
-    except (DiskFull, UnusableCheckpoint):
+    except STOPS_THE_STUDY:
         raise
     except ConvexpError as exc:
         reporter.line(f"{name} failed: {exc}")

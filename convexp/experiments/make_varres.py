@@ -36,6 +36,9 @@ def make(mnist_root: Path, out: Path, seed: int, center: bool, sizes_text: str) 
         with interrupts_as_keyboard_interrupt():  # SIGTERM too, as for a run
             counts = build_varres(mnist_root, out, seed=seed, center=center, sizes=sizes)
     except KeyboardInterrupt:
+        if out.exists():  # stopped while caching the images it had written whole
+            raise BuildInterrupted(f"make-varres interrupted after {out} was written whole: it is ready to use (its images "
+                                   "were not all cached, so the first run decodes them)") from None
         raise BuildInterrupted(f"make-varres interrupted: {out} was not written and its partial files are removed "
                                "(a build cannot go on from where it stopped); run the same command again to build it") from None
     for split, counter in counts.items():

@@ -240,7 +240,7 @@ def varres_folder(config: ReproduceConfig, run: RunFolder, reporter: Reporter) -
     if not root.is_dir():
         reporter.line(f"[make-varres] building mnist-varres from {config.mnist_root} into {root}")
         build_varres(Path(config.mnist_root), root, seed=config.varres_seed, download=config.download,
-                     point="mnist_root (--set mnist_root=PATH)")
+                     root_option="mnist_root (--set mnist_root=PATH)")
     return root
 
 

@@ -84,8 +84,11 @@ def search_points(config: SweepConfig, run: RunFolder, device: torch.device, rep
         run_children(tasks, execution, reporter)
         return {drawn.number: trial_outcome(config, run, Point(drawn.number, drawn.values)) for drawn in batch}
 
-    def budget_left() -> bool:
-        return not config.epoch_budget or epochs_trained(run.path) < config.epoch_budget
+    def budget_left(planned: int) -> bool:
+        """Room for one more trial: the epochs trained, and those the batch's trials will train, below the budget."""
+        if not config.epoch_budget:
+            return True
+        return epochs_trained(run.path) + planned * epochs * len(config.seeds) < config.epoch_budget
 
     searching.search(study, ranges, config.trials, max(1, execution.jobs), train, budget_left)
     return [Point(drawn.number, drawn.values) for drawn in searching.every_trial(study, ranges)]

@@ -67,7 +67,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     from convexp.experiments.classification import classification_breakdown
     from convexp.experiments.common import finish_study, read_child, train_children
     from convexp.models import count_parameters
-    from convexp.varres import empty_buckets, load_varres
+    from convexp.varres import load_varres, say_empty_buckets
 
     execution = execution or SEQUENTIAL
     train, val, test = load_varres(config.data)
@@ -78,9 +78,7 @@ def run(config: VarresPoolConfig, run: RunFolder, device: torch.device, reporter
     blocks = f"blocks {[*config.model.widths, n]}, norm {config.model.norm}"
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images; "
                   f"buckets {test.resolutions} px; N={n}, {blocks} ({parameters:,} parameters)")
-    lacking = empty_buckets(config.data.resolutions, {"train": train, "validation": val, "test": test})
-    if lacking:
-        reporter.line(f"note: {lacking}")
+    say_empty_buckets(reporter, config.data.resolutions, train, val, test)
     if config.augment.enabled:
         reporter.line(f"augmentations: {', '.join(t['name'] for t in config.augment.transforms)}")
         # on the largest canvases, where shifts and rotations show best

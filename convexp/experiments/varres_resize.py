@@ -31,14 +31,12 @@ def run(config: VarresResizeConfig, run: RunFolder, device: torch.device, report
     )
     from convexp.models import MNISTConvNet, to_device
     from convexp.train import seed_everything, train_unit
-    from convexp.varres import empty_buckets, load_varres, resize_split
+    from convexp.varres import load_varres, resize_split, say_empty_buckets
 
     train, val, test = load_varres(config.data)
     reporter.line(f"mnist-varres: {train.size} train, {val.size} validation, {test.size} test images "
                   f"at {', '.join(map(str, test.resolutions))} px, resized to 28x28")
-    lacking = empty_buckets(config.data.resolutions, {"train": train, "validation": val, "test": test})
-    if lacking:
-        reporter.line(f"note: {lacking}")
+    say_empty_buckets(reporter, config.data.resolutions, train, val, test)
     # Test keeps one bucket per source resolution so accuracy can be told per resolution.
     splits = Splits(resize_split(train), resize_split(val), resize_split(test, merge=False), config.data.root).to(device)
     seed_everything(config.seed)

@@ -55,22 +55,27 @@ def check_size(config: SweepConfig) -> None:
     if not config.searches and config.grid_size() > sys.maxsize:  # --random draws indices from a range
         raise ConvexpError(f"the grid has {config.grid_size():.3g} points, more than a draw can index: "
                            "search the ranges instead (--space KEY=RANGE --sampler tpe --trials N)")
+    runs, size = sweep_size(config)
+    if runs > MAX_RUNS:
+        raise ConvexpError(f"this sweep has {size}, more than the {MAX_RUNS:,} a sweep may hold: draw some with "
+                           "--random N, or search with --sampler tpe --trials N")
+
+
+def sweep_size(config: SweepConfig) -> tuple[int, str]:
+    """(runs, 'P points x S seed(s) = R runs'): what the size checks count and say."""
     points = config.point_count()
     runs = points * len(config.seeds)
-    if runs > MAX_RUNS:
-        raise ConvexpError(f"this sweep has {points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs, more than "
-                           f"the {MAX_RUNS:,} a sweep may hold: draw some with --random N, or search with --sampler tpe --trials N")
+    return runs, f"{points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs"
 
 
 def confirm_size(config: SweepConfig, yes: bool) -> None:
     """A sweep of more than ASK_ABOVE_RUNS runs starts only with --yes, or when a terminal says yes."""
     import typer
 
-    points = config.point_count()
-    runs = points * len(config.seeds)
+    runs, size = sweep_size(config)
     if yes or runs <= ASK_ABOVE_RUNS:
         return
-    what = f"this sweep trains {points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs"
+    what = f"this sweep trains {size}"
     if not sys.stdin.isatty():
         raise ConvexpError(f"{what}: pass --yes to start it, or fewer points (--random N, --trials N)")
     if not typer.confirm(f"{what}; start it?", default=False):

@@ -1,11 +1,18 @@
 """Mixed precision (train.precision): bfloat16 arithmetic for the forward pass and the loss,
 float32 master weights and optimizer state. `auto` takes bf16 where the device computes it in
 hardware (CPU flags avx512_bf16 or amx_bf16; CUDA capability 8.0 or later) and fp32 elsewhere:
-emulated bf16 is slower than fp32, never faster."""
+emulated bf16 is slower than fp32, never faster.
+
+Denormals (train.flush_denormals): on a CPU, float32 values below 1.2e-38 take a slow path in
+hardware, up to 100x per operation. Adam with an L2 weight decay drives the second moments of
+weights that no longer get a data gradient (dead ReLU units) into that range within an epoch, and
+the epochs then slow down one after another (benchmarks/denormals.sh). Flushing them to zero, as
+GPUs and most training stacks on CPUs do, changes nothing a float32 result can show."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -40,6 +47,21 @@ def resolve(setting: str, device: torch.device) -> tuple[torch.dtype | None, str
     if flags:
         return torch.bfloat16, f"auto: the CPU has {' and '.join(flags)}"
     return None, "auto: the CPU has no bf16 units (avx512_bf16, amx_bf16)"
+
+
+@contextlib.contextmanager
+def denormals_flushed(flush: bool, device: torch.device) -> Iterator[None]:
+    """CPU arithmetic treats denormal inputs and results as zero (flush) for the duration, then is
+    back to IEEE's gradual underflow, PyTorch's default (it has no getter to restore anything
+    else). A no-op on CUDA, where torch.set_flush_denormal does not reach."""
+    if not flush or device.type != "cpu":
+        yield
+        return
+    torch.set_flush_denormal(True)  # returns False, changing nothing, on CPUs without SSE3 (not x86)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:

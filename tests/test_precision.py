@@ -88,3 +88,38 @@ def test_a_bf16_run_says_so_and_resumes_to_the_same_bytes(tmp_path, mnist_root):
 def test_an_unknown_precision_is_one_line(tmp_path):
     result = invoke("train-mnist", "--set", "train.precision=fp16", "--out", str(tmp_path))
     assert result.returncode == 2 and "config key 'train.precision' must be one of fp32, bf16, auto; got 'fp16'" in result.stderr
+
+
+def test_training_on_a_cpu_flushes_denormals_and_restores_ieee_afterwards():
+    """train.flush_denormals: inside a CPU run a denormal float32 reads as 0 (the slow path is
+    gone); false keeps IEEE's gradual underflow; after either, PyTorch's default is back."""
+    from convexp.precision import denormals_flushed
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # below float32's smallest normal, 1.18e-38
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal needs x86 with SSE3)")
+    with denormals_flushed(True, torch.device("cpu")):
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() > 0.0
+    with denormals_flushed(False, torch.device("cpu")):
+        assert (tiny * 1.0).item() > 0.0
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_train_unit_trains_with_denormals_as_the_config_says(tmp_path, flush):
+    from convexp.callbacks import Callback, watching
+    from convexp.config import Train
+    from tests.helpers import tiny_splits, train_into
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal needs x86 with SSE3)")
+    seen = []
+
+    class DenormalProbe(Callback):
+        def on_batch_end(self, run, epoch, batch, loss):
+            seen.append((torch.tensor([1e-39]) * 1.0).item() == 0.0)
+
+    with watching(DenormalProbe()):
+        train_into(tmp_path, tiny_splits(n=32), Train(epochs=1, batch_size=16, flush_denormals=flush))
+    assert seen == [flush, flush]
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0.0  # IEEE again once the run is over

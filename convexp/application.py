@@ -116,7 +116,9 @@ def launch(experiment: Experiment, config, options: RunOptions) -> RunFolder:
 
 
 def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads: int = 0, executor: str = "local",
-           ray_address: str | None = None) -> RunFolder:
+           ray_address: str | None = None, trials: int = 0, epoch_budget: int = 0) -> RunFolder:
+    """An interrupted run carried on with the config it started with; a search may be given more
+    (or fewer) trials or a new epoch budget, and then also goes on after it completed."""
     run = RunFolder(run_dir)
     summary = run.read_summary() if run.path.is_dir() else {}
     if summary.get("child_of"):
@@ -125,10 +127,15 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
     command = summary.get("command")
     if not command or not (run.path / "config.yaml").is_file():
         raise ConvexpError(f"{run_dir} is not a convexp run folder (no summary.json and config.yaml): pass a folder under runs/")
-    if summary.get("status") == "completed":
+    completed = summary.get("status") == "completed"
+    if completed and not (trials or epoch_budget):
         raise ConvexpError(f"{run_dir} already completed: nothing to resume; start a new run instead")
     experiment = spec(command)
     config = load_config(experiment.config, run.path / "config.yaml")
+    if trials or epoch_budget:
+        from convexp.sweep_options import extended_search
+
+        config = extended_search(config, trials, epoch_budget, run_dir, completed)
     device = resolve_device(config.device)
     execution = execution_of(jobs, threads, device, executor, ray_address)
     reporter = Reporter(quiet=quiet)

@@ -233,11 +233,13 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.", autocompletion=completion.run_folders)],
     quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0, executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
+    trials: Annotated[int, typer.Option(help="A search: the trials it draws in all from now on, e.g. more to search on after it completed (0: as it was).")] = 0,
+    epoch_budget: Annotated[int, typer.Option(help="A search: its new --epoch-budget (0: as it was).")] = 0,
 ) -> None:
-    """Continue an interrupted run from its last completed epoch (a study: its unfinished children)."""
+    """Continue an interrupted run from its last completed epoch (a study: its unfinished children; a search: more trials with --trials)."""
     from convexp.application import resume as resume_run
 
-    resume_run(run_dir, quiet, jobs, threads, executor, ray_address)
+    resume_run(run_dir, quiet, jobs, threads, executor, ray_address, trials, epoch_budget)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,7 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
                 summary = {k: v for k, v in previous.items() if k not in ("error", "finished_at")}
                 run.write_json("summary.json", {**summary, "status": "running", "resumed_at": now(),
                                                 "device": str(device), "owner": owner, **fields})
+                run.write_text("config.yaml", dump_yaml(config))  # what it goes on with (a search given more trials)
             else:
                 run.write_json("summary.json", {
                     "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,

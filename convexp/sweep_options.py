@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from convexp.config import from_dict, parse_value, to_dict
+from convexp.config import derive, from_dict, parse_value, to_dict
 from convexp.errors import ConvexpError
 from convexp.experiments.sweep import check_points
 from convexp.experiments.sweep_points import SweepConfig, require_sweepable
@@ -80,6 +80,24 @@ def confirm_size(config: SweepConfig, yes: bool) -> None:
         raise ConvexpError(f"{what}: pass --yes to start it, or fewer points (--random N, --trials N)")
     if not typer.confirm(f"{what}; start it?", default=False):
         raise ConvexpError(f"{what}: not started (pass --yes to start it without asking)")
+
+
+def extended_search(config, trials: int, epoch_budget: int, folder, completed: bool) -> SweepConfig:
+    """`convexp resume SWEEP --trials N --epoch-budget E`: the search in `folder` with its limits
+    changed (0: as it was), checked as a new sweep's are. Optuna's study keeps every trial, so a
+    completed search goes on drawing where it ended; its choice and test are made again over all."""
+    if not isinstance(config, SweepConfig) or not config.searches:
+        raise ConvexpError(f"--trials and --epoch-budget change a search (a sweep with --sampler random or tpe); "
+                           f"{folder} is not one: resume it without them")
+    changes = {key: value for key, value in (("trials", trials), ("epoch_budget", epoch_budget)) if value}
+    extended = derive(config, changes)
+    check_size(extended)
+    raised = extended.trials > config.trials or (config.epoch_budget and extended.epoch_budget > config.epoch_budget)
+    if completed and not raised:
+        limits = f"--trials above {config.trials}" + (f" or --epoch-budget above {config.epoch_budget}"
+                                                        if config.epoch_budget else "")
+        raise ConvexpError(f"{folder} already completed its search: pass {limits} to search on")
+    return extended
 
 
 def parse_grid(items: list[str]) -> dict:

@@ -293,3 +293,36 @@ def test_an_epoch_budget_stops_drawing_trials_once_spent(tmp_path, mnist_root):
     assert sorted(p["point"] for p in points_of(study)) == ["p00", "p01", "p02"]
     search = json.loads((study / "summary.json").read_text())["search"]
     assert (search["epoch_budget"], search["epochs_trained"], search["completed"]) == (5, 6, 3)
+
+
+@pytest.mark.slow(seconds=20)
+def test_a_completed_search_given_more_trials_on_resume_trains_only_the_new_ones(tmp_path, mnist_root):
+    import yaml
+
+    result = invoke("sweep", TRAIN, "--space", LR, "--sampler", "tpe", "--trials", "2", "--seeds", "0",
+                    *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.max_batches=5", *SMOKE_EVAL,
+                    "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    study = only_run(tmp_path)
+    again = invoke("resume", str(study), "--trials", "2")
+    assert again.returncode == 2 and f"{study} already completed its search: pass --trials above 2" in again.stderr
+    more = invoke("resume", str(study), "--trials", "4", "-q")
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr
+    assert [t.state.name for t in trials_of(study)] == ["COMPLETE"] * 4
+    assert sorted(p["point"] for p in points_of(study)) == ["p00", "p01", "p02", "p03"]
+    for old in ("p00-seed0", "p01-seed0"):  # finished before: read back, not trained again
+        assert "resumed_at" not in json.loads((study / old / "summary.json").read_text())
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "completed" and "resumed_at" in summary
+    assert (summary["search"]["trials"], summary["search"]["completed"]) == (4, 4)
+    assert yaml.safe_load((study / "config.yaml").read_text())["trials"] == 4  # a later resume goes on from 4
+
+
+def test_trials_on_resume_are_for_a_search_only(tmp_path, mnist_root):
+    result = invoke("sweep", TRAIN, "--grid", "train.lr=[0.001]", *mini(mnist_root), "--set", "train.epochs=1",
+                    "--set", "train.max_batches=2", *SMOKE_EVAL, "--out", str(tmp_path), "--name", "grid", "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    folder = only_run(tmp_path)
+    refused = invoke("resume", str(folder), "--trials", "5")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--trials and --epoch-budget change a search (a sweep with --sampler random or tpe)" in refused.stderr

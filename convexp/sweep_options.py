@@ -62,10 +62,15 @@ def check_size(config: SweepConfig) -> None:
 
 
 def sweep_size(config: SweepConfig) -> tuple[int, str]:
-    """(runs, 'P points x S seed(s) = R runs'): what the size checks count and say."""
+    """(runs, 'P points x S seed(s) = R runs'): what the size checks count and say. Under an epoch
+    budget a run that trains an epoch spends one of it, so the budget bounds the runs too (about:
+    trials already drawn finish, and a run that fails in its first epoch spends none)."""
     points = config.point_count()
     runs = points * len(config.seeds)
-    return runs, f"{points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs"
+    size = f"{points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs"
+    if config.epoch_budget and config.epoch_budget < runs:
+        return config.epoch_budget, f"{size}, about {config.epoch_budget:,} at most under --epoch-budget {config.epoch_budget:,}"
+    return runs, size
 
 
 def confirm_size(config: SweepConfig, yes: bool) -> None:

@@ -99,6 +99,8 @@ def test_a_sweep_creates_a_points_folder_only_when_the_point_starts(tmp_path, mn
           "--seeds", "0,1", "--yes"], "10,000 points x 2 seed(s) = 20,000 runs, more than the 10,000 a sweep may hold: draw some with --random N"),
         (["train-mnist", "--space", "train.lr=loguniform(1e-4, 1e-2)", "--trials", "300", "--seeds", "0,1"],
          "this sweep trains 300 points x 2 seed(s) = 600 runs: pass --yes"),
+        (["train-mnist", "--space", "train.lr=loguniform(1e-4, 1e-2)", "--trials", "1000", "--epoch-budget", "800"],
+         "this sweep trains 1,000 points x 1 seed(s) = 1,000 runs, about 800 at most under --epoch-budget 800: pass --yes"),
     ],
 )
 def test_sweep_errors_are_one_line_before_anything_runs(tmp_path, args, message):
@@ -255,3 +257,13 @@ def test_without_seeds_a_sweep_takes_the_experiment_configs_own():
 
     assert config_seeds(VarresPoolConfig(seeds=[0, 1, 2])) == [0, 1, 2]
     assert config_seeds(TrainMnistConfig(seed=7)) == [7]
+
+
+def test_an_epoch_budget_bounds_the_runs_a_search_is_asked_about(tmp_path):
+    """1,000 trials under a budget of 40 epochs train 40 runs at most: no question, no --yes."""
+    from convexp.application import RunOptions
+    from convexp.sweep_options import sweep_config
+
+    config = sweep_config("train-mnist", [], 0, None, "best_val_accuracy", RunOptions(out=tmp_path),
+                          ["train.lr=loguniform(1e-4, 1e-2)"], "random", 1000, "none", epoch_budget=40)
+    assert (config.trials, config.epoch_budget) == (1000, 40)

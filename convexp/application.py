@@ -132,15 +132,17 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
         raise ConvexpError(f"{run_dir} already completed: nothing to resume; start a new run instead")
     experiment = spec(command)
     config = load_config(experiment.config, run.path / "config.yaml")
-    if trials or epoch_budget:
+    extended = bool(trials or epoch_budget)
+    if extended:
         from convexp.sweep_options import extended_search
 
         config = extended_search(config, trials, epoch_budget, run_dir, completed)
     device = resolve_device(config.device)
     execution = execution_of(jobs, threads, device, executor, ray_address)
     reporter = Reporter(quiet=quiet)
-    reporter.line(f"resuming {command} in {run.path}")
-    run_experiment(experiment, config, run, device, reporter, execution)
+    limits = f" (search: {config.trials} trials, epoch budget {config.epoch_budget or 'none'})" if extended else ""
+    reporter.line(f"resuming {command} in {run.path}{limits}")
+    run_experiment(experiment, config, run, device, reporter, execution, config_changed=extended)
     return run
 
 

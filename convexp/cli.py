@@ -46,6 +46,14 @@ ExecutorOpt = Annotated[str, typer.Option(help="local (worker processes here) or
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else start a local instance).")]
 
 
+def before_computing() -> None:
+    """What a command that trains sets first, before any tensor operation starts PyTorch's
+    threads, which inherit it: denormals flushed to zero (convexp/precision.py)."""
+    from convexp.precision import flush_denormals
+
+    flush_denormals()
+
+
 def run_options(values: dict):
     """The options every experiment command shares, as application.RunOptions."""
     from convexp.application import RunOptions
@@ -91,6 +99,7 @@ def experiment_command(experiment: Experiment):
     def command(**values) -> None:
         from convexp.application import start
 
+        before_computing()
         changes = {flag.key: values[name] for name, flag in flags.items() if given(flag, values[name])}
         start(experiment, run_options(values), changes)
 
@@ -167,6 +176,7 @@ def sweep(
     from convexp.application import launch
     from convexp.sweep_options import sweep_config
 
+    before_computing()
     options = run_options(locals())
     launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options, space or [], sampler,
                                        trials, pruner, yes, epoch_budget), options)
@@ -233,12 +243,13 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run folder to continue.", autocompletion=completion.run_folders)],
     quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0, executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
-    trials: Annotated[int, typer.Option(help="A search: the trials it draws in all from now on, e.g. more to search on after it completed (0: as it was).")] = 0,
-    epoch_budget: Annotated[int, typer.Option(help="A search: its new --epoch-budget (0: as it was).")] = 0,
+    trials: Annotated[int, typer.Option(help="A search: its trials in all, those it has included; more than it had searches on, also after it completed (0: as it was).")] = 0,
+    epoch_budget: Annotated[int, typer.Option(help="A search: its new --epoch-budget in epochs (0: as it was; a budget cannot be removed).")] = 0,
 ) -> None:
     """Continue an interrupted run from its last completed epoch (a study: its unfinished children; a search: more trials with --trials)."""
     from convexp.application import resume as resume_run
 
+    before_computing()
     resume_run(run_dir, quiet, jobs, threads, executor, ray_address, trials, epoch_budget)
 
 

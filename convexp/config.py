@@ -187,10 +187,6 @@ class Train:
     # fp32, or bf16 arithmetic for the forward pass and loss (float32 weights and optimizer state),
     # or auto: bf16 where the device has bf16 units (convexp/precision.py).
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    # CPU only: float32 values below 1.2e-38 become 0 instead of taking the hardware's slow path,
-    # which made weight-decayed Adam runs 4x slower by their third epoch (convexp/precision.py).
-    # false: IEEE gradual underflow, PyTorch's default.
-    flush_denormals: bool = True
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every"):

@@ -51,11 +51,12 @@ def run_experiment(experiment: Experiment, config, run: RunFolder, device: torch
 
 @contextlib.contextmanager
 def open_run(run: RunFolder, command: str, config, device: torch.device, reporter: Reporter, name: str | None = None,
-             parent: RunFolder | None = None, **fields) -> Iterator[RunFolder]:
+             parent: RunFolder | None = None, config_changed: bool = False, **fields) -> Iterator[RunFolder]:
     """The one owner of a run's status, for a new run folder, a resumed one, or a study's child.
 
     On entry: a new folder gets a `running` summary (with `fields`) and its config.yaml; one met
-    again (resume) is set `running`, its last error forgotten. A run of its own (not a child)
+    again (resume) is set `running`, its last error forgotten, its config.yaml rewritten only when
+    `config_changed`. A run of its own (not a child)
     holds the folder's lock, so two processes never train one folder. Inside: log.txt gets every
     reporter line, and Ctrl-C and SIGTERM raise KeyboardInterrupt. On exit the status is set
     once; exceptions go on up.
@@ -68,7 +69,8 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
                 summary = {k: v for k, v in previous.items() if k not in ("error", "finished_at")}
                 run.write_json("summary.json", {**summary, "status": "running", "resumed_at": now(),
                                                 "device": str(device), "owner": owner, **fields})
-                run.write_text("config.yaml", dump_yaml(config))  # what it goes on with (a search given more trials)
+                if config_changed:  # a search resumed with new limits: a later resume keeps them
+                    run.write_text("config.yaml", dump_yaml(config))
             else:
                 run.write_json("summary.json", {
                     "command": command, "name": name, "status": "running", "started_at": now(), "seed": config.seed,

@@ -5,6 +5,7 @@ file and --set) as the base, --grid, --random, --seeds and --select around it, a
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from convexp.config import derive, from_dict, parse_value, to_dict
 from convexp.errors import ConvexpError
@@ -87,21 +88,26 @@ def confirm_size(config: SweepConfig, yes: bool) -> None:
         raise ConvexpError(f"{what}: not started (pass --yes to start it without asking)")
 
 
-def extended_search(config, trials: int, epoch_budget: int, folder, completed: bool) -> SweepConfig:
+def extended_search(config: object, trials: int, epoch_budget: int, folder: Path, completed: bool) -> SweepConfig:
     """`convexp resume SWEEP --trials N --epoch-budget E`: the search in `folder` with its limits
     changed (0: as it was), checked as a new sweep's are. Optuna's study keeps every trial, so a
     completed search goes on drawing where it ended; its choice and test are made again over all."""
+    from convexp.experiments.sweep_search import epochs_trained
+
     if not isinstance(config, SweepConfig) or not config.searches:
-        raise ConvexpError(f"--trials and --epoch-budget change a search (a sweep with --sampler random or tpe); "
-                           f"{folder} is not one: resume it without them")
-    changes = {key: value for key, value in (("trials", trials), ("epoch_budget", epoch_budget)) if value}
-    extended = derive(config, changes)
+        raise ConvexpError(f"--trials and --epoch-budget change how far a search goes (a sweep with --sampler random "
+                           f"or tpe); {folder} is not a search")
+    extended = derive(config, {key: value for key, value in (("trials", trials), ("epoch_budget", epoch_budget)) if value})
     check_size(extended)
-    raised = extended.trials > config.trials or (config.epoch_budget and extended.epoch_budget > config.epoch_budget)
-    if completed and not raised:
-        limits = f"--trials above {config.trials}" + (f" or --epoch-budget above {config.epoch_budget}"
-                                                        if config.epoch_budget else "")
-        raise ConvexpError(f"{folder} already completed its search: pass {limits} to search on")
+    if completed:  # it goes on only if both limits leave room for a trial
+        drawn = len({child.name.rsplit("-seed", 1)[0] for child in folder.glob("p*-seed*")})
+        if extended.trials <= drawn:
+            raise ConvexpError(f"{folder} completed its search with {drawn} trials: pass --trials above {drawn} to "
+                               "search on")
+        spent = epochs_trained(folder)
+        if extended.epoch_budget and spent >= extended.epoch_budget:
+            raise ConvexpError(f"{folder} completed its search with {spent} epochs trained, its budget being "
+                               f"{extended.epoch_budget}: pass --epoch-budget above {spent} to search on")
     return extended
 
 

@@ -29,7 +29,7 @@ from convexp.data import Split, Splits
 from convexp.errors import ConvexpError, UnusableCheckpoint
 from convexp.interrupts import raise_if_interrupted
 from convexp.models import count_parameters
-from convexp.precision import autocast, denormals_flushed
+from convexp.precision import autocast
 from convexp.precision import resolve as resolve_precision
 from convexp.record import read_metrics
 from convexp.runs import RunFolder
@@ -277,46 +277,45 @@ def train_unit(
     all_batches = sum(math.ceil(len(y) / cfg.batch_size) for y in splits.train.labels)
     n_batches = min(all_batches, cfg.max_batches or all_batches)
     learning_rate = schedule(cfg, n_batches)
-    with denormals_flushed(cfg.flush_denormals, device):  # see convexp/precision.py
-        try:
-            for epoch in range(start_epoch + 1, cfg.epochs + 1):
-                started = time.perf_counter()
-                def batch_end(batch: int, loss: torch.Tensor, epoch: int = epoch) -> None:
-                    for callback in callbacks:
-                        callback.on_batch_end(run, epoch, batch, loss)
-
-                with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
-                    losses, order = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment,
-                                                advance, cfg.max_batches, learning_rate, (epoch - 1) * n_batches,
-                                                cfg.label_smoothing, batch_end, precision)
-                    losses = losses.tolist()  # the epoch's one device sync
-                history.epoch_seconds.append(round(time.perf_counter() - started, 3))
-                check_finite(losses, epoch, cfg.lr)
-                history.batch_losses.append(losses)
-                # A smoke run (max_batches) measures its train metrics on what it trained on: the whole
-                # training set would cost it many times its training.
-                trained = trained_on(splits.train, order) if n_batches < all_batches else splits.train
-                history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained, eval_precision(precision)))
-                event = EpochEnd(run, epoch, cfg.epochs, history.rows[-1], history.epoch_seconds[-1], losses,
-                                 (epoch - 1) * n_batches, optimizer.param_groups[0]["lr"])
-                # The epoch's snapshot before its metrics show in metrics.csv: a Ctrl-C from then on
-                # saves this epoch, so resume repeats no work. Then the watchers, after metrics.csv:
-                # one that stops the run (a pruned trial) leaves the epoch it stopped at written.
-                snapshot = make_snapshot(epoch, model, optimizer, generators, history)
-                write_progress(run, history)
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            started = time.perf_counter()
+            def batch_end(batch: int, loss: torch.Tensor, epoch: int = epoch) -> None:
                 for callback in callbacks:
-                    callback.on_epoch_end(event)
-                if epoch % cfg.checkpoint_every == 0:
-                    run.save_torch(CHECKPOINT, snapshot)
-                reporter.line(" | ".join([format_epoch(prefix, epoch, cfg.epochs, history), *event.notes]))
-        except KeyboardInterrupt:
-            if snapshot is not None:  # the last completed epoch, so resume repeats no work
+                    callback.on_batch_end(run, epoch, batch, loss)
+
+            with reporter.bar(f"{prefix} {epoch}/{cfg.epochs}", n_batches) as advance:
+                losses, order = train_epoch(model, optimizer, splits.train, cfg.batch_size, generators, augment, advance,
+                                            cfg.max_batches, learning_rate, (epoch - 1) * n_batches, cfg.label_smoothing,
+                                            batch_end, precision)
+                losses = losses.tolist()  # the epoch's one device sync
+            history.epoch_seconds.append(round(time.perf_counter() - started, 3))
+            check_finite(losses, epoch, cfg.lr)
+            history.batch_losses.append(losses)
+            # A smoke run (max_batches) measures its train metrics on what it trained on: the whole
+            # training set would cost it many times its training.
+            trained = trained_on(splits.train, order) if n_batches < all_batches else splits.train
+            history.rows.append(epoch_metrics(model, splits, cfg, epoch, trained, eval_precision(precision)))
+            event = EpochEnd(run, epoch, cfg.epochs, history.rows[-1], history.epoch_seconds[-1], losses,
+                             (epoch - 1) * n_batches, optimizer.param_groups[0]["lr"])
+            # The epoch's snapshot before its metrics show in metrics.csv: a Ctrl-C from then on
+            # saves this epoch, so resume repeats no work. Then the watchers, after metrics.csv:
+            # one that stops the run (a pruned trial) leaves the epoch it stopped at written.
+            snapshot = make_snapshot(epoch, model, optimizer, generators, history)
+            write_progress(run, history)
+            for callback in callbacks:
+                callback.on_epoch_end(event)
+            if epoch % cfg.checkpoint_every == 0:
                 run.save_torch(CHECKPOINT, snapshot)
-            raise  # the run's status is lifecycle.open_run's to set
-        result = finish(run, model, splits, cfg, history)
-        for callback in callbacks:
-            callback.on_run_end(run, result)
-        return result
+            reporter.line(" | ".join([format_epoch(prefix, epoch, cfg.epochs, history), *event.notes]))
+    except KeyboardInterrupt:
+        if snapshot is not None:  # the last completed epoch, so resume repeats no work
+            run.save_torch(CHECKPOINT, snapshot)
+        raise  # the run's status is lifecycle.open_run's to set
+    result = finish(run, model, splits, cfg, history)
+    for callback in callbacks:
+        callback.on_run_end(run, result)
+    return result
 
 
 def eval_precision(training: torch.dtype | None) -> torch.dtype | None:

@@ -19,9 +19,10 @@ os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
 
 def pytest_configure(config):
     """In each process that runs tests, before any test module or module fixture: the threads
-    above, and freed tensor memory reused rather than faulted in again, as in every convexp
-    process (cli.main and the executor's workers do the same), so tests that train through the
-    library run at the CLI's speed. The memory tests measure fresh processes of their own.
+    above, freed tensor memory reused rather than faulted in again, and denormals flushed to zero
+    before any tensor operation starts torch's threads, as in every convexp process (cli.main
+    and the executor's workers do the same), so tests that train through the library run as the
+    CLI does. The memory and denormal tests measure fresh processes of their own.
 
     Not in xdist's controller, which only hands tests out: importing torch there delayed
     starting the test processes by 2.5 s."""
@@ -30,7 +31,9 @@ def pytest_configure(config):
     import torch
 
     from convexp.memory import keep_freed_memory
+    from convexp.precision import flush_denormals
 
+    flush_denormals()
     torch.set_num_threads(TEST_THREADS)
     keep_freed_memory()
 

@@ -4,6 +4,10 @@ device has bf16 units; the hand-written conv under autocast; a resumed bf16 run 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,6 +21,7 @@ from tests.helpers import (
     invoke,
     mini,
     only_run,
+    run_cli,
 )
 
 
@@ -90,36 +95,33 @@ def test_an_unknown_precision_is_one_line(tmp_path):
     assert result.returncode == 2 and "config key 'train.precision' must be one of fp32, bf16, auto; got 'fp16'" in result.stderr
 
 
-def test_training_on_a_cpu_flushes_denormals_and_restores_ieee_afterwards():
-    """train.flush_denormals: inside a CPU run a denormal float32 reads as 0 (the slow path is
-    gone); false keeps IEEE's gradual underflow; after either, PyTorch's default is back."""
-    from convexp.precision import denormals_flushed
-
-    tiny = torch.tensor([1e-39], dtype=torch.float32)  # below float32's smallest normal, 1.18e-38
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal needs x86 with SSE3)")
-    with denormals_flushed(True, torch.device("cpu")):
-        assert (tiny * 1.0).item() == 0.0
-    assert (tiny * 1.0).item() > 0.0
-    with denormals_flushed(False, torch.device("cpu")):
-        assert (tiny * 1.0).item() > 0.0
+DENORMALS_IN_TWO_THREADS = """
+import torch
+from convexp.precision import flush_denormals
+flushing = flush_denormals()
+torch.set_num_threads(2)
+x = torch.full((1 << 22,), 1e-39)  # below float32's smallest normal, 1.18e-38; large enough for both threads
+print(flushing, (x * 1.0).eq(0).float().mean().item())
+"""
 
 
-@pytest.mark.parametrize("flush", [True, False])
-def test_train_unit_trains_with_denormals_as_the_config_says(tmp_path, flush):
-    from convexp.callbacks import Callback, watching
-    from convexp.config import Train
-    from tests.helpers import tiny_splits, train_into
+@pytest.mark.parametrize("setting, said, zeros", [("1", "True", "1.0"), ("0", "False", "0.0")])
+def test_a_process_flushes_denormals_in_every_thread_unless_told_not_to(setting, said, zeros):
+    """Set before any tensor operation, the flag reaches both of torch's threads (set after one,
+    the second thread kept IEEE: half the product stayed denormal); CONVEXP_FLUSH_DENORMALS=0
+    keeps IEEE's gradual underflow."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("torch.set_flush_denormal works on x86 only")
+    result = subprocess.run([sys.executable, "-c", DENORMALS_IN_TWO_THREADS], capture_output=True, text=True,
+                            env={**os.environ, "CONVEXP_FLUSH_DENORMALS": setting, "OMP_NUM_THREADS": "2"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [said, zeros]
 
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal needs x86 with SSE3)")
-    seen = []
 
-    class DenormalProbe(Callback):
-        def on_batch_end(self, run, epoch, batch, loss):
-            seen.append((torch.tensor([1e-39]) * 1.0).item() == 0.0)
-
-    with watching(DenormalProbe()):
-        train_into(tmp_path, tiny_splits(n=32), Train(epochs=1, batch_size=16, flush_denormals=flush))
-    assert seen == [flush, flush]
-    assert (torch.tensor([1e-39]) * 1.0).item() > 0.0  # IEEE again once the run is over
+@pytest.mark.parametrize("setting, recorded", [("1", "flushed to zero"), ("0", "IEEE (gradual underflow)")])
+def test_every_run_records_whether_its_cpu_flushed_denormals(tmp_path, setting, recorded):
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("torch.set_flush_denormal works on x86 only")
+    result = run_cli("count-params", "--out", str(tmp_path), "-q", env={"CONVEXP_FLUSH_DENORMALS": setting})
+    assert result.returncode == 0, result.stderr
+    assert json.loads((only_run(tmp_path) / "summary.json").read_text())["cpu_denormals"] == recorded

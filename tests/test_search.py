@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import statistics
 import sys
 from pathlib import Path
@@ -184,6 +185,9 @@ def test_a_tpe_search_over_a_log_range_with_two_jobs_is_ranked_on_the_mean_over_
     assert summary["search"] == {"sampler": "tpe", "pruner": "none", "trials": 3, "study": "optuna-journal.log",
                                  "epoch_budget": 0, "epochs_trained": 3 * 2 * 2, "completed": 3, "pruned": 0, "failed": 0}
     assert (study / "best.yaml").is_file() and (study / "plots" / "best_val_accuracy_against_train_lr.png").is_file()
+    if platform.machine() in ("x86_64", "AMD64"):  # the workers flushed denormals as the CLI does
+        assert {json.loads(child.read_text())["cpu_denormals"] for child in study.glob("p*-seed*/summary.json")} \
+            == {"flushed to zero"}
 
 
 @pytest.mark.slow(seconds=15)
@@ -305,7 +309,9 @@ def test_a_completed_search_given_more_trials_on_resume_trains_only_the_new_ones
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     study = only_run(tmp_path)
     again = invoke("resume", str(study), "--trials", "2")
-    assert again.returncode == 2 and f"{study} already completed its search: pass --trials above 2" in again.stderr
+    assert again.returncode == 2 and f"{study} completed its search with 2 trials: pass --trials above 2" in again.stderr
+    spent = invoke("resume", str(study), "--trials", "4", "--epoch-budget", "2")  # 2 trials x 1 epoch spent it
+    assert spent.returncode == 2 and "with 2 epochs trained, its budget being 2: pass --epoch-budget above 2" in spent.stderr
     more = invoke("resume", str(study), "--trials", "4", "-q")
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr
     assert [t.state.name for t in trials_of(study)] == ["COMPLETE"] * 4
@@ -325,4 +331,4 @@ def test_trials_on_resume_are_for_a_search_only(tmp_path, mnist_root):
     folder = only_run(tmp_path)
     refused = invoke("resume", str(folder), "--trials", "5")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
-    assert "--trials and --epoch-budget change a search (a sweep with --sampler random or tpe)" in refused.stderr
+    assert f"--trials and --epoch-budget change how far a search goes (a sweep with --sampler random or tpe); {folder} is not a search" in refused.stderr

@@ -262,8 +262,8 @@ def test_without_seeds_a_sweep_takes_the_experiment_configs_own():
 def test_an_epoch_budget_bounds_the_runs_a_search_is_asked_about(tmp_path):
     """1,000 trials under a budget of 40 epochs train 40 runs at most: no question, no --yes."""
     from convexp.application import RunOptions
-    from convexp.sweep_options import sweep_config
+    from convexp.sweep_options import sweep_config, sweep_size
 
     config = sweep_config("train-mnist", [], 0, None, "best_val_accuracy", RunOptions(out=tmp_path),
                           ["train.lr=loguniform(1e-4, 1e-2)"], "random", 1000, "none", epoch_budget=40)
-    assert (config.trials, config.epoch_budget) == (1000, 40)
+    assert sweep_size(config) == (40, "1,000 points x 1 seed(s) = 1,000 runs, about 40 at most under --epoch-budget 40")

@@ -27,6 +27,7 @@ import torch
 from convexp.console import Reporter
 from convexp.errors import ConvexpError, UnusableCheckpoint
 from convexp.execution.task import ChildTask, Execution, settle
+from convexp.precision import flush_denormals
 from convexp.runs import write_atomic
 
 
@@ -172,6 +173,7 @@ def train_on_worker(task: ChildTask, threads: int, files: dict[str, bytes],
     """On a Ray worker: the child trains in a scratch copy of its folder; returns every file of it,
     and, if its checkpoint could not be used, that error's message, which stops the whole study.
     (A full disk here is this node's scratch space: that child fails, the study goes on.)"""
+    flush_denormals()  # as the CLI does; once per worker process, whose first task this may be
     torch.set_num_threads(threads)
     reporter = Reporter(quiet=True, prefix=f"[{task.name}] ")
     with tempfile.TemporaryDirectory(prefix="convexp-ray-") as scratch:

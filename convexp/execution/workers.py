@@ -149,9 +149,11 @@ def work_in_worker(task: ChildTask, threads: int, silent: bool, stop_reason: mul
     from rich.console import Console
 
     from convexp.memory import keep_freed_memory
+    from convexp.precision import flush_denormals
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server's is ignored (convexp/fork_server.py)
     keep_freed_memory()  # as the CLI does, before any tensor exists
+    flush_denormals()  # as the CLI does, before any tensor operation starts threads
     release_the_servers_lifeline()
     stop_with_parent()
     torch.set_num_threads(threads)

@@ -30,6 +30,18 @@ INSTALL = "pip install -e '.[search]'"
 # handful of trials would then never prune. Two finished trials make a median of two curves.
 MEDIAN_STARTUP_TRIALS = 2
 RANGE_FORMS = "loguniform(LOW, HIGH), uniform(LOW, HIGH), int(LOW, HIGH) or choice(a, b, ...)"
+# Trials failing one after another: the cause is the set-up (a broken install, a missing file,
+# an error in the code), not the values drawn, and drawing on would fail the same way; under an
+# --epoch-budget forever, since a run that fails at once spends no epoch of it.
+STOP_AFTER_FAILURES = 5
+
+
+class TrialsKeepFailing(ConvexpError):
+    """The search stopped: its last `count` trials failed, the last being trial `last`."""
+
+    def __init__(self, count: int, last: int):
+        super().__init__(f"the search stopped: its last {count} trials failed one after another")
+        self.count, self.last = count, last
 
 
 class TrialPruned(Exception):
@@ -243,9 +255,10 @@ def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
     those an interrupted sweep left running first (their finished runs are kept), then new ones
     asked of the sampler. `train` trains a batch and says how each trial ended: its objective
     value, "pruned" or "failed"; the study is told so before the next batch is asked for, so the
-    sampler learns from it."""
+    sampler learns from it. STOP_AFTER_FAILURES failed trials in a row raise TrialsKeepFailing."""
     optuna = require_optuna("tpe")
     waiting = interrupted(study, ranges)
+    failed_in_a_row = 0
     while True:
         batch, waiting = waiting[:batch_size], waiting[batch_size:]
         while len(batch) < batch_size and len(study.trials) < trials and budget_left(len(batch)):
@@ -263,6 +276,9 @@ def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
                 study.tell(drawn.number, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(drawn.number, float(outcome))
+            failed_in_a_row = failed_in_a_row + 1 if outcome == "failed" else 0
+        if failed_in_a_row >= STOP_AFTER_FAILURES:
+            raise TrialsKeepFailing(failed_in_a_row, batch[-1].number)
 
 
 def interrupted(study, ranges: dict[str, Range]) -> list[Drawn]:

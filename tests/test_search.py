@@ -145,6 +145,37 @@ def test_a_resumed_search_trains_only_its_interrupted_trials_then_goes_on(tmp_pa
     assert [d.values for d in every_trial(again, {"x": Range("uniform", 0.0, 1.0)})][4:6] == [d.values for d in resumed[:2]]
 
 
+def test_a_search_whose_trials_keep_failing_stops_instead_of_drawing_on(tmp_path):
+    """A failed trial spends no epoch: under a budget, a broken set-up would draw forever."""
+    from convexp.search import STOP_AFTER_FAILURES, TrialsKeepFailing
+
+    seen = []
+
+    def train(batch):
+        seen.extend(batch)
+        return {d.number: "failed" if d.number != 1 else 0.5 for d in batch}  # one success resets the count
+
+    with pytest.raises(TrialsKeepFailing) as stopped:
+        search(open_study(tmp_path, "random", "none", 0, "maximize", 1), {"x": Range("uniform", 0.0, 1.0)}, 1000, 1,
+               train, lambda planned: True)
+    assert len(seen) == 2 + STOP_AFTER_FAILURES and stopped.value.last == 1 + STOP_AFTER_FAILURES
+    assert counts(open_study(tmp_path, "random", "none", 0, "maximize", 1)) == {"completed": 1, "failed": 6}
+
+
+def test_a_sweep_stops_after_its_trials_keep_failing_and_says_why(tmp_path):
+    empty = tmp_path / "no-mnist-here"
+    empty.mkdir()
+    result = invoke("sweep", TRAIN, "--space", LR, "--sampler", "random", "--trials", "50", "--epoch-budget", "100",
+                    "--set", f"data.root={empty}", "--set", "data.download=false", "--out", str(tmp_path / "runs"), "-q")
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: the search stopped: its last 5 trials failed one after another, "
+                                                   "the last (p04-seed0) with: MNIST files under")
+    study = only_run(tmp_path / "runs")
+    assert sorted(child.name for child in study.glob("p*")) == [f"p0{i}-seed0" for i in range(5)]
+    assert json.loads((study / "summary.json").read_text())["status"] == "failed"
+
+
 # -- real searches on mnist-mini --------------------------------------------------------------------
 
 

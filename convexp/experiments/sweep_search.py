@@ -90,7 +90,13 @@ def search_points(config: SweepConfig, run: RunFolder, device: torch.device, rep
             return True
         return epochs_trained(run.path) + planned * epochs * len(config.seeds) < config.epoch_budget
 
-    searching.search(study, ranges, config.trials, max(1, execution.jobs), train, budget_left)
+    try:
+        searching.search(study, ranges, config.trials, max(1, execution.jobs), train, budget_left)
+    except searching.TrialsKeepFailing as exc:
+        last = f"{Point(exc.last, {}).name}-seed{config.seeds[0]}"
+        error = run.child(last).read_summary().get("error", "see its log.txt")
+        raise ConvexpError(f"{exc}, the last ({last}) with: {error}; fix that and `convexp resume {run.path}`, "
+                           "or start a new sweep if the cause is in its config") from None
     return [Point(drawn.number, drawn.values) for drawn in searching.every_trial(study, ranges)]
 
 

@@ -116,7 +116,7 @@ def launch(experiment: Experiment, config, options: RunOptions) -> RunFolder:
 
 
 def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads: int = 0, executor: str = "local",
-           ray_address: str | None = None, trials: int = 0, epoch_budget: int = 0) -> RunFolder:
+           ray_address: str | None = None, trials: int = 0, epoch_budget: int = 0, yes: bool = False) -> RunFolder:
     """An interrupted run carried on with the config it started with; a search may be given more
     (or fewer) trials or a new epoch budget, and then also goes on after it completed."""
     run = RunFolder(run_dir)
@@ -136,7 +136,7 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
     if extended:
         from convexp.sweep_options import extended_search
 
-        config = extended_search(config, trials, epoch_budget, run_dir, completed)
+        config = extended_search(config, trials, epoch_budget, run_dir, completed, yes)
     device = resolve_device(config.device)
     execution = execution_of(jobs, threads, device, executor, ray_address)
     reporter = Reporter(quiet=quiet)

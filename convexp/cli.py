@@ -245,12 +245,13 @@ def resume(
     ray_address: RayAddressOpt = None,
     trials: Annotated[int, typer.Option(help="A search: its trials in all, those it has included; more than it had searches on, also after it completed (0: as it was).")] = 0,
     epoch_budget: Annotated[int, typer.Option(help="A search: its new --epoch-budget in epochs (0: as it was; a budget cannot be removed).")] = 0,
+    yes: Annotated[bool, typer.Option("--yes", help=f"A search given --trials: go on past {ASK_ABOVE_RUNS} runs without asking.")] = False,
 ) -> None:
     """Continue an interrupted run from its last completed epoch (a study: its unfinished children; a search: more trials with --trials)."""
     from convexp.application import resume as resume_run
 
     before_computing()
-    resume_run(run_dir, quiet, jobs, threads, executor, ray_address, trials, epoch_budget)
+    resume_run(run_dir, quiet, jobs, threads, executor, ray_address, trials, epoch_budget, yes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,8 +60,8 @@ def flush_denormals() -> bool:
     run before any tensor operation starts PyTorch's OpenMP threads: a thread started earlier
     keeps IEEE arithmetic (measured: half of a 2-thread product then stays denormal). Called
     where a process starts its work: the CLI's commands, a study's worker, a Ray task.
-    False, doing nothing, under CONVEXP_FLUSH_DENORMALS=0, or off x86 (no SSE3)."""
-    if os.environ.get("CONVEXP_FLUSH_DENORMALS", "1") == "0":
+    False, doing nothing, under CONVEXP_FLUSH_DENORMALS=0 (or false, no, off), or off x86 (no SSE3)."""
+    if os.environ.get("CONVEXP_FLUSH_DENORMALS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return torch.set_flush_denormal(True)
 

@@ -186,9 +186,36 @@ def storage(folder: Path):
 def open_study(folder: Path, sampler: str, pruner: str, seed: int, direction: str, epochs: int):
     """The sweep's study: created on its first run, loaded again by `convexp resume`."""
     optuna = require_optuna(sampler)
-    return optuna.create_study(storage=storage(folder), study_name=STUDY_NAME, direction=direction,
-                               sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner, epochs),
-                               load_if_exists=True)
+    study = optuna.create_study(storage=storage(folder), study_name=STUDY_NAME, direction=direction,
+                                sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner, epochs),
+                                load_if_exists=True)
+    if study.trials:  # resumed: from `seed` again, the sampler would draw its first trials' values again
+        study.sampler = make_sampler(sampler, resumed_seed(seed, len(study.trials)))
+    return study
+
+
+def resumed_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler's seed for a search resumed after `trials_so_far` trials: its own stream, the
+    same each time that search is resumed at that point (a NumPy seed sequence, so no two
+    (seed, trials) pairs share one, as seed + trials would)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
+
+
+def counted_in(folder: Path) -> int:
+    """counted() of the study in a sweep folder; 0 where none was made yet."""
+    optuna = require_optuna("tpe")
+    if not (folder / STUDY_FILE).is_file():
+        return 0
+    return counted(optuna.load_study(study_name=STUDY_NAME, storage=storage(folder)))
+
+
+def counted(study) -> int:
+    """The trials that count towards --trials: all but the failed ones, which are no answer (a
+    failed trial is drawn again; STOP_AFTER_FAILURES in a row stop the search)."""
+    optuna = require_optuna("tpe")
+    return sum(trial.state != optuna.trial.TrialState.FAIL for trial in study.get_trials(deepcopy=False))
 
 
 def direction(select: str) -> str:
@@ -250,8 +277,8 @@ class Drawn:
 
 def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
            train: Callable[[list[Drawn]], dict[int, float | str]], budget_left: Callable[[int], bool] = lambda planned: True) -> None:
-    """Trials until the study holds `trials` (or `budget_left(trials planned in this batch)` says
-    no), `batch_size` at a time:
+    """Trials until the study holds `trials` that did not fail (or `budget_left(trials planned in
+    this batch)` says no), `batch_size` at a time:
     those an interrupted sweep left running first (their finished runs are kept), then new ones
     asked of the sampler. `train` trains a batch and says how each trial ended: its objective
     value, "pruned" or "failed"; the study is told so before the next batch is asked for, so the
@@ -261,7 +288,7 @@ def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
     failed_in_a_row = 0
     while True:
         batch, waiting = waiting[:batch_size], waiting[batch_size:]
-        while len(batch) < batch_size and len(study.trials) < trials and budget_left(len(batch)):
+        while len(batch) < batch_size and counted(study) < trials and budget_left(len(batch)):
             trial = study.ask()
             values = {key: r.suggest(trial, key) for key, r in ranges.items()}
             batch.append(Drawn(trial.number, trial._trial_id, values))  # the id is what a worker's Trial needs

@@ -88,26 +88,34 @@ def confirm_size(config: SweepConfig, yes: bool) -> None:
         raise ConvexpError(f"{what}: not started (pass --yes to start it without asking)")
 
 
-def extended_search(config: object, trials: int, epoch_budget: int, folder: Path, completed: bool) -> SweepConfig:
+def extended_search(config: object, trials: int, epoch_budget: int, folder: Path, completed: bool,
+                    yes: bool = False) -> SweepConfig:
     """`convexp resume SWEEP --trials N --epoch-budget E`: the search in `folder` with its limits
     changed (0: as it was), checked as a new sweep's are. Optuna's study keeps every trial, so a
     completed search goes on drawing where it ended; its choice and test are made again over all."""
     from convexp.experiments.sweep_search import epochs_trained
+    from convexp.search import counted_in
 
     if not isinstance(config, SweepConfig) or not config.searches:
         raise ConvexpError(f"--trials and --epoch-budget change how far a search goes (a sweep with --sampler random "
                            f"or tpe); {folder} is not a search")
+    for option, value in (("--trials", trials), ("--epoch-budget", epoch_budget)):
+        if value < 0:
+            raise ConvexpError(f"{option} must be a number above 0 (0 or left out: as it was); got {value}")
     extended = derive(config, {key: value for key, value in (("trials", trials), ("epoch_budget", epoch_budget)) if value})
-    check_size(extended)
-    if completed:  # it goes on only if both limits leave room for a trial
-        drawn = len({child.name.rsplit("-seed", 1)[0] for child in folder.glob("p*-seed*")})
-        if extended.trials <= drawn:
-            raise ConvexpError(f"{folder} completed its search with {drawn} trials: pass --trials above {drawn} to "
-                               "search on")
-        spent = epochs_trained(folder)
-        if extended.epoch_budget and spent >= extended.epoch_budget:
-            raise ConvexpError(f"{folder} completed its search with {spent} epochs trained, its budget being "
-                               f"{extended.epoch_budget}: pass --epoch-budget above {spent} to search on")
+    runs, size = sweep_size(extended)
+    if runs > MAX_RUNS:
+        raise ConvexpError(f"--trials {extended.trials} makes this search {size}, more than the {MAX_RUNS:,} a sweep may "
+                           "hold: give fewer")
+    so_far = counted_in(folder)  # trials drawn that did not fail
+    if extended.trials < so_far or (completed and extended.trials == so_far):
+        raise ConvexpError(f"{folder} has {so_far} trials (failed ones aside): pass --trials above {so_far} to "
+                           "search on")
+    spent = epochs_trained(folder)
+    if completed and extended.epoch_budget and spent >= extended.epoch_budget:
+        raise ConvexpError(f"{folder} has trained {spent} epochs, --epoch-budget {extended.epoch_budget} or more "
+                           f"already: pass --epoch-budget above {spent} to search on")
+    confirm_size(extended, yes)
     return extended
 
 

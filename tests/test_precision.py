@@ -105,7 +105,7 @@ print(flushing, (x * 1.0).eq(0).float().mean().item())
 """
 
 
-@pytest.mark.parametrize("setting, said, zeros", [("1", "True", "1.0"), ("0", "False", "0.0")])
+@pytest.mark.parametrize("setting, said, zeros", [("1", "True", "1.0"), ("0", "False", "0.0"), (" Off", "False", "0.0")])
 def test_a_process_flushes_denormals_in_every_thread_unless_told_not_to(setting, said, zeros):
     """Set before any tensor operation, the flag reaches both of torch's threads (set after one,
     the second thread kept IEEE: half the product stayed denormal); CONVEXP_FLUSH_DENORMALS=0

@@ -145,6 +145,15 @@ def test_a_resumed_search_trains_only_its_interrupted_trials_then_goes_on(tmp_pa
     assert [d.values for d in every_trial(again, {"x": Range("uniform", 0.0, 1.0)})][4:6] == [d.values for d in resumed[:2]]
 
 
+def test_a_resumed_search_draws_values_of_its_own_not_its_first_ones_again(tmp_path):
+    first = draws(tmp_path, "random", 0, trials=4, batch_size=1)
+    more = draws(tmp_path, "random", 0, trials=8, batch_size=1)  # resumed after 4, told to go on to 8
+    assert [d.number for d in more] == [4, 5, 6, 7]
+    assert not {d.values["x"] for d in first} & {d.values["x"] for d in more}
+    again = draws(tmp_path / "again", "random", 0, trials=4, batch_size=1) + draws(tmp_path / "again", "random", 0, trials=8, batch_size=1)
+    assert again == first + more  # resumed at the same point, the same draws: the search still repeats
+
+
 def test_a_search_whose_trials_keep_failing_stops_instead_of_drawing_on(tmp_path):
     """A failed trial spends no epoch: under a budget, a broken set-up would draw forever."""
     from convexp.search import STOP_AFTER_FAILURES, TrialsKeepFailing
@@ -174,6 +183,23 @@ def test_a_sweep_stops_after_its_trials_keep_failing_and_says_why(tmp_path):
     study = only_run(tmp_path / "runs")
     assert sorted(child.name for child in study.glob("p*")) == [f"p0{i}-seed0" for i in range(5)]
     assert json.loads((study / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow(seconds=15)
+def test_once_its_cause_is_fixed_a_failed_search_resumes_to_its_trials(tmp_path, mnist_root):
+    """Failed trials are no answer: they do not count towards --trials, so resume draws on."""
+    fixed_later = tmp_path / "data"
+    (fixed_later / "MNIST").mkdir(parents=True)
+    result = invoke("sweep", TRAIN, "--space", LR, "--sampler", "random", "--trials", "2", "--set", f"data.root={fixed_later}",
+                    "--set", "data.download=false", "--set", "data.val_split=0.2", "--set", "train.epochs=1",
+                    "--set", "train.max_batches=3", *SMOKE_EVAL, "--out", str(tmp_path / "runs"), "-q")
+    assert result.returncode == 2 and "its last 5 trials failed one after another" in result.stderr
+    (fixed_later / "MNIST" / "raw").symlink_to(mnist_root / "MNIST" / "raw")
+    study = only_run(tmp_path / "runs")
+    resumed = invoke("resume", str(study), "-q")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr
+    assert [t.state.name for t in trials_of(study)] == ["FAIL"] * 5 + ["COMPLETE"] * 2
+    assert json.loads((study / "summary.json").read_text())["status"] == "completed"
 
 
 # -- real searches on mnist-mini --------------------------------------------------------------------
@@ -340,13 +366,17 @@ def test_a_completed_search_given_more_trials_on_resume_trains_only_the_new_ones
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     study = only_run(tmp_path)
     again = invoke("resume", str(study), "--trials", "2")
-    assert again.returncode == 2 and f"{study} completed its search with 2 trials: pass --trials above 2" in again.stderr
+    assert again.returncode == 2 and f"{study} has 2 trials (failed ones aside): pass --trials above 2" in again.stderr
     spent = invoke("resume", str(study), "--trials", "4", "--epoch-budget", "2")  # 2 trials x 1 epoch spent it
-    assert spent.returncode == 2 and "with 2 epochs trained, its budget being 2: pass --epoch-budget above 2" in spent.stderr
+    assert spent.returncode == 2 and "has trained 2 epochs, --epoch-budget 2 or more already: pass --epoch-budget above 2" in spent.stderr
+    negative = invoke("resume", str(study), "--trials", "-1")
+    assert negative.returncode == 2 and "--trials must be a number above 0" in negative.stderr
     more = invoke("resume", str(study), "--trials", "4", "-q")
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr
     assert [t.state.name for t in trials_of(study)] == ["COMPLETE"] * 4
-    assert sorted(p["point"] for p in points_of(study)) == ["p00", "p01", "p02", "p03"]
+    points = {p["point"]: float(p["train.lr"]) for p in points_of(study)}
+    assert sorted(points) == ["p00", "p01", "p02", "p03"]
+    assert len(set(points.values())) == 4  # the resumed sampler drew new values, not its first ones again
     for old in ("p00-seed0", "p01-seed0"):  # finished before: read back, not trained again
         assert "resumed_at" not in json.loads((study / old / "summary.json").read_text())
     summary = json.loads((study / "summary.json").read_text())

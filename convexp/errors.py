@@ -37,6 +37,11 @@ class DiskFull(ConvexpError):
     """No space left while writing a run: every run after it would fail the same way, so a study stops."""
 
 
+class Diverged(ConvexpError):
+    """The training loss became inf or NaN: an answer about the values trained with (a search
+    records it as such), not a fault in the set-up."""
+
+
 class UnusableCheckpoint(ConvexpError):
     """A checkpoint that cannot be resumed from (empty, truncated, a key missing, another model).
     The run is no worse than before the resume: lifecycle.open_run leaves its status as it was.

@@ -23,7 +23,7 @@ from convexp import interrupts
 from convexp.callbacks import watching
 from convexp.config import dump_yaml, flatten, to_dict
 from convexp.console import Reporter
-from convexp.errors import ConvexpError, DiskFull, UnusableCheckpoint
+from convexp.errors import ConvexpError, DiskFull, Diverged, UnusableCheckpoint
 from convexp.loggers import close_loggers, open_loggers
 from convexp.runs import RunFolder, environment, now, run_lock
 from convexp.search import TrialPruned
@@ -99,7 +99,7 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
                 restore_summary(run, previous) if previous.get("command") else set_final(run, status="failed")
                 raise
             except ConvexpError as exc:
-                set_final(run, status="failed", error=str(exc))
+                set_final(run, status="failed", error=str(exc), **({"diverged": True} if isinstance(exc, Diverged) else {}))
                 raise
             except OSError as exc:
                 error = disk_error(exc, run)

@@ -66,9 +66,18 @@ def flush_denormals() -> bool:
     return torch.set_flush_denormal(True)
 
 
-def denormals_flushed() -> bool:
-    """Whether this thread's arithmetic flushes denormals now (what summary.json records)."""
-    return (torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0
+def denormal_arithmetic() -> str:
+    """What this process's CPU threads do with denormals now, as summary.json records it: a
+    product spread over every thread of torch's pool, of the smallest denormal float32 (built from
+    its bits: converting 1e-39 would already be flushed, in this thread only)."""
+    tiny = torch.ones(DENORMAL_PROBE, dtype=torch.int32).view(torch.float32)
+    zeros = int((tiny * 1.0).eq(0).sum())
+    if zeros == DENORMAL_PROBE:
+        return "flushed to zero"
+    return "IEEE (gradual underflow)" if zeros == 0 else "mixed: flushed in some threads only"
+
+
+DENORMAL_PROBE = 1 << 20  # elements: enough for torch to split the product over its threads
 
 
 def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:

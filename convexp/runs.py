@@ -223,14 +223,14 @@ def environment() -> dict[str, Any]:
     """What a reader needs to repeat a run: versions, machine, source commit."""
     import torch
 
-    from convexp.precision import denormals_flushed
+    from convexp.precision import denormal_arithmetic
 
     return {
         "torch_version": torch.__version__,
         "torchvision_version": installed_version("torchvision"),
         "python_version": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
-        "cpu_denormals": "flushed to zero" if denormals_flushed() else "IEEE (gradual underflow)",
+        "cpu_denormals": denormal_arithmetic(),
         "git_commit": git_commit(),
     }
 

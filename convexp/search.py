@@ -34,6 +34,7 @@ RANGE_FORMS = "loguniform(LOW, HIGH), uniform(LOW, HIGH), int(LOW, HIGH) or choi
 # an error in the code), not the values drawn, and drawing on would fail the same way; under an
 # --epoch-budget forever, since a run that fails at once spends no epoch of it.
 STOP_AFTER_FAILURES = 5
+DIVERGED = "diverged"  # the user attribute that marks a failed trial whose loss became inf or NaN
 
 
 class TrialsKeepFailing(ConvexpError):
@@ -213,9 +214,16 @@ def counted_in(folder: Path) -> int:
 
 def counted(study) -> int:
     """The trials that count towards --trials: all but the failed ones, which are no answer (a
-    failed trial is drawn again; STOP_AFTER_FAILURES in a row stop the search)."""
-    optuna = require_optuna("tpe")
-    return sum(trial.state != optuna.trial.TrialState.FAIL for trial in study.get_trials(deepcopy=False))
+    failed trial is drawn again; STOP_AFTER_FAILURES in a row stop the search). A diverged trial
+    is an answer about its values, and counts."""
+    return sum(state(trial) != "failed" for trial in study.get_trials(deepcopy=False))
+
+
+def state(trial) -> str:
+    """completed, pruned, diverged, failed or running."""
+    if trial.state.name == "FAIL" and trial.user_attrs.get(DIVERGED):
+        return "diverged"
+    return {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name, "running")
 
 
 def direction(select: str) -> str:
@@ -299,6 +307,9 @@ def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
             outcome = outcomes[drawn.number]
             if outcome == "pruned":
                 study.tell(drawn.number, state=optuna.trial.TrialState.PRUNED)
+            elif outcome == "diverged":  # failed, as Optuna tells a NaN objective, yet an answer: it counts
+                optuna.trial.Trial(study, drawn.trial_id).set_user_attr(DIVERGED, True)
+                study.tell(drawn.number, state=optuna.trial.TrialState.FAIL)
             elif outcome == "failed":
                 study.tell(drawn.number, state=optuna.trial.TrialState.FAIL)
             else:
@@ -332,9 +343,8 @@ def every_trial(study, ranges: dict[str, Range]) -> list[Drawn]:
 
 
 def counts(study) -> dict[str, int]:
-    """How many trials ended each way: completed, pruned, failed (and still running)."""
+    """How many trials ended each way: completed, pruned, diverged, failed (and still running)."""
     found: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        state = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(trial.state.name, "running")
-        found[state] = found.get(state, 0) + 1
+        found[state(trial)] = found.get(state(trial), 0) + 1
     return found

@@ -76,16 +76,21 @@ def sweep_size(config: SweepConfig) -> tuple[int, str]:
 
 def confirm_size(config: SweepConfig, yes: bool) -> None:
     """A sweep of more than ASK_ABOVE_RUNS runs starts only with --yes, or when a terminal says yes."""
+    runs, size = sweep_size(config)
+    if runs > ASK_ABOVE_RUNS:
+        ask_first(f"this sweep trains {size}", yes, "start it", "fewer points (--random N, --trials N)")
+
+
+def ask_first(what: str, yes: bool, go: str, fewer: str) -> None:
+    """Go on with --yes, or when a terminal says yes; without a terminal, one line asking for --yes."""
     import typer
 
-    runs, size = sweep_size(config)
-    if yes or runs <= ASK_ABOVE_RUNS:
+    if yes:
         return
-    what = f"this sweep trains {size}"
     if not sys.stdin.isatty():
-        raise ConvexpError(f"{what}: pass --yes to start it, or fewer points (--random N, --trials N)")
-    if not typer.confirm(f"{what}; start it?", default=False):
-        raise ConvexpError(f"{what}: not started (pass --yes to start it without asking)")
+        raise ConvexpError(f"{what}: pass --yes to {go}, or {fewer}")
+    if not typer.confirm(f"{what}; {go}?", default=False):
+        raise ConvexpError(f"{what}: stopped here (pass --yes to {go} without asking)")
 
 
 def extended_search(config: object, trials: int, epoch_budget: int, folder: Path, completed: bool,
@@ -101,21 +106,25 @@ def extended_search(config: object, trials: int, epoch_budget: int, folder: Path
                            f"or tpe); {folder} is not a search")
     for option, value in (("--trials", trials), ("--epoch-budget", epoch_budget)):
         if value < 0:
-            raise ConvexpError(f"{option} must be a number above 0 (0 or left out: as it was); got {value}")
+            raise ConvexpError(f"{option} must be a whole number, 0 or more (0 or left out: as it was); got {value}")
     extended = derive(config, {key: value for key, value in (("trials", trials), ("epoch_budget", epoch_budget)) if value})
     runs, size = sweep_size(extended)
     if runs > MAX_RUNS:
         raise ConvexpError(f"--trials {extended.trials} makes this search {size}, more than the {MAX_RUNS:,} a sweep may "
-                           "hold: give fewer")
+                           "hold: pass fewer trials")
     so_far = counted_in(folder)  # trials drawn that did not fail
-    if extended.trials < so_far or (completed and extended.trials == so_far):
-        raise ConvexpError(f"{folder} has {so_far} trials (failed ones aside): pass --trials above {so_far} to "
-                           "search on")
+    if completed and extended.trials <= so_far:
+        raise ConvexpError(f"{folder} completed its search with {so_far} trials (failed ones aside): pass --trials "
+                           f"above {so_far} to search on")
+    if extended.trials < so_far:
+        raise ConvexpError(f"{folder} has drawn {so_far} trials already (failed ones aside): pass --trials {so_far} "
+                           "or more")
     spent = epochs_trained(folder)
     if completed and extended.epoch_budget and spent >= extended.epoch_budget:
-        raise ConvexpError(f"{folder} has trained {spent} epochs, --epoch-budget {extended.epoch_budget} or more "
-                           f"already: pass --epoch-budget above {spent} to search on")
-    confirm_size(extended, yes)
+        raise ConvexpError(f"{folder} has already trained {spent} epochs, all of --epoch-budget "
+                           f"{extended.epoch_budget}: pass --epoch-budget above {spent} to search on")
+    if runs > ASK_ABOVE_RUNS:  # as a new sweep asks, counting the runs it will have in all
+        ask_first(f"this search would hold {size}", yes, "go on", "fewer --trials")
     return extended
 
 

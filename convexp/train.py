@@ -26,7 +26,7 @@ from convexp.callbacks import Callback, EpochEnd, watchers
 from convexp.config import Train
 from convexp.console import Reporter
 from convexp.data import Split, Splits
-from convexp.errors import ConvexpError, UnusableCheckpoint
+from convexp.errors import Diverged, UnusableCheckpoint
 from convexp.interrupts import raise_if_interrupted
 from convexp.models import count_parameters
 from convexp.precision import autocast
@@ -178,7 +178,7 @@ def trained_on(split: Split, order: list[tuple[int, torch.Tensor]]) -> Split:
 def check_finite(losses: list[float], epoch: int, lr: float) -> None:
     for batch, loss in enumerate(losses, start=1):
         if not math.isfinite(loss):
-            raise ConvexpError(
+            raise Diverged(
                 f"training loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
                 f"train.lr={lr:g} is probably too high; lower it (e.g. --set train.lr={lr / 10:g})"
             )

@@ -171,6 +171,20 @@ def test_a_search_whose_trials_keep_failing_stops_instead_of_drawing_on(tmp_path
     assert counts(open_study(tmp_path, "random", "none", 0, "maximize", 1)) == {"completed": 1, "failed": 6}
 
 
+def test_diverged_trials_are_answers_they_count_and_never_stop_the_search(tmp_path):
+    """A loss that became NaN says something about the values drawn, not about the set-up."""
+    seen = []
+
+    def train(batch):
+        seen.extend(batch)
+        return {d.number: "diverged" if d.number < 7 else 0.5 for d in batch}
+
+    search(open_study(tmp_path, "random", "none", 0, "maximize", 1), {"x": Range("uniform", 0.0, 1.0)}, 8, 1,
+           train, lambda planned: True)
+    assert len(seen) == 8  # 7 diverged in a row, no stop, and each counted towards the 8 trials
+    assert counts(open_study(tmp_path, "random", "none", 0, "maximize", 1)) == {"diverged": 7, "completed": 1}
+
+
 def test_a_sweep_stops_after_its_trials_keep_failing_and_says_why(tmp_path):
     empty = tmp_path / "no-mnist-here"
     empty.mkdir()
@@ -366,11 +380,13 @@ def test_a_completed_search_given_more_trials_on_resume_trains_only_the_new_ones
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     study = only_run(tmp_path)
     again = invoke("resume", str(study), "--trials", "2")
-    assert again.returncode == 2 and f"{study} has 2 trials (failed ones aside): pass --trials above 2" in again.stderr
+    assert again.returncode == 2 and f"{study} completed its search with 2 trials (failed ones aside): pass --trials above 2" in again.stderr
     spent = invoke("resume", str(study), "--trials", "4", "--epoch-budget", "2")  # 2 trials x 1 epoch spent it
-    assert spent.returncode == 2 and "has trained 2 epochs, --epoch-budget 2 or more already: pass --epoch-budget above 2" in spent.stderr
+    assert spent.returncode == 2 and "has already trained 2 epochs, all of --epoch-budget 2: pass --epoch-budget above 2" in spent.stderr
     negative = invoke("resume", str(study), "--trials", "-1")
-    assert negative.returncode == 2 and "--trials must be a number above 0" in negative.stderr
+    assert negative.returncode == 2 and "--trials must be a whole number, 0 or more" in negative.stderr
+    asked = invoke("resume", str(study), "--trials", "600")
+    assert asked.returncode == 2 and "this search would hold 600 points x 1 seed(s) = 600 runs: pass --yes" in asked.stderr
     more = invoke("resume", str(study), "--trials", "4", "-q")
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr
     assert [t.state.name for t in trials_of(study)] == ["COMPLETE"] * 4

@@ -92,7 +92,8 @@ def test_a_smoke_run_measures_train_metrics_on_the_batches_it_trained_on(tmp_pat
 def test_diverging_loss_fails_naming_epoch_and_batch(tmp_path):
     with pytest.raises(ConvexpError, match=r"training loss became nan at epoch 1, batch \d+: .*train.lr=1e\+30"):
         train_into(tmp_path, tiny_splits(), Train(epochs=1, batch_size=8, lr=1e30))
-    assert RunFolder(tmp_path / "run").read_summary()["status"] == "failed"
+    summary = RunFolder(tmp_path / "run").read_summary()
+    assert summary["status"] == "failed" and summary["diverged"] is True  # a search counts it as an answer
 
 
 @pytest.mark.slow

@@ -72,8 +72,10 @@ class RayBackend:
             data_ref = self.data_refs[id(task.data)]
         gpus = 1 if str(task.device or "cpu").startswith("cuda") else 0
         shipped = dataclasses.replace(task, data=None)  # the data goes by reference, not inside the task
-        ref = self.remote.options(num_cpus=self.threads, num_gpus=gpus).remote(shipped, self.threads,
-                                                                              folder_files(task.folder), data_ref)
+        # A worker on another machine has its own environment: it flushes denormals as this process does.
+        env = {"env_vars": {"CONVEXP_FLUSH_DENORMALS": "1" if flush_denormals() else "0"}}
+        ref = self.remote.options(num_cpus=self.threads, num_gpus=gpus, runtime_env=env).remote(
+            shipped, self.threads, folder_files(task.folder), data_ref)
         self.reporter.line(f"[{task.name}] submitted to Ray")
         return ref
 

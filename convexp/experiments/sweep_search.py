@@ -93,7 +93,8 @@ def search_points(config: SweepConfig, run: RunFolder, device: torch.device, rep
     try:
         searching.search(study, ranges, config.trials, max(1, execution.jobs), train, budget_left)
     except searching.TrialsKeepFailing as exc:
-        last = f"{Point(exc.last, {}).name}-seed{config.seeds[0]}"
+        names = [f"{Point(exc.last, {}).name}-seed{seed}" for seed in config.seeds]
+        last = next((name for name in names if run.child_status(name) == "failed"), names[0])
         error = run.child(last).read_summary().get("error", "see its log.txt")
         raise ConvexpError(f"{exc}, the last ({last}) with: {error}; fix that and `convexp resume {run.path}`, "
                            "or start a new sweep if the cause is in its config") from None
@@ -111,10 +112,14 @@ def epochs_trained(sweep: Path) -> int:
 
 
 def trial_outcome(config: SweepConfig, run: RunFolder, point: Point) -> float | str:
-    """What the study is told: the mean over seeds of the selection metric, else pruned or failed."""
+    """What the study is told: the mean over seeds of the selection metric, else pruned, diverged
+    (a loss that became inf or NaN: an answer about these values) or failed."""
     statuses = [run.child_status(f"{point.name}-seed{seed}") for seed in config.seeds]
     if "pruned" in statuses:
         return "pruned"
+    if any(run.child(f"{point.name}-seed{seed}").read_summary().get("diverged") for seed, status
+           in zip(config.seeds, statuses) if status == "failed"):
+        return "diverged"
     if any(status != "completed" for status in statuses):
         return "failed"
     return mean_std([validation_metric(run.path / f"{point.name}-seed{seed}", config.select)

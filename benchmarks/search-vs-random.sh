@@ -8,6 +8,8 @@
 #
 # TRIALS: the random search's trials (default 10); its epochs (TRIALS x 4) are the budget the
 # tpe + hyperband search gets (--epoch-budget). SEEDS: the sampler seeds (default 0 1 2).
+# STARTUP: tpe's random start-up trials (default 10, Optuna's; at 10 trials' budget tpe never leaves
+# them, so its first 10 draws are the random search's own).
 # SEARCHES: which to run (default "random tpe-hyperband"; one of them completes a measurement cut short).
 # JOBS: trials at once (default 2, one thread each). EXTRA: more options for every sweep, e.g. a smoke run on mnist-mini:
 #   EXTRA="--set train.max_batches=5 --set data.val_split=0.2" with $CONVEXP_DATA/mnist -> mnist-mini
@@ -20,6 +22,7 @@ OUT=${OUT:-runs/search-vs-random}
 DATA=${CONVEXP_DATA:?set CONVEXP_DATA to the folder holding mnist/ (e.g. ../shared/data)}
 BIN=${BIN:-.venv/bin}
 SEARCHES=${SEARCHES:-random tpe-hyperband}
+STARTUP=${STARTUP:-10}
 EPOCHS=4
 SPACE=(--space "train.lr=loguniform(1e-4, 1e-2)" --space "train.batch_size=choice(16, 32, 64, 128)"
        --space "train.weight_decay=choice(0, 1e-5, 1e-4, 1e-3)" --space "train.schedule=choice(constant, cosine)")
@@ -35,8 +38,10 @@ for seed in $SEEDS; do
         --name "random-seed$seed" > /dev/null
   fi
   if [[ " $SEARCHES " == *" tpe-hyperband "* ]]; then
+    name="tpe-hyperband-seed$seed"
+    [[ "$STARTUP" == 10 ]] || name="tpe-startup$STARTUP-hyperband-seed$seed"
     "$BIN/convexp" sweep "${COMMON[@]}" --set "seed=$seed" --sampler tpe --pruner hyperband --trials 1000 \
-        --epoch-budget "$((TRIALS * EPOCHS))" --name "tpe-hyperband-seed$seed" > /dev/null
+        --epoch-budget "$((TRIALS * EPOCHS))" --startup-trials "$STARTUP" --name "$name" > /dev/null
   fi
 done
 uptime

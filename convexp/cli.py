@@ -167,6 +167,7 @@ def sweep(
     trials: Annotated[int, typer.Option(help="Points a random or tpe search tries.")] = 0,
     pruner: Annotated[str, typer.Option(help="none, median or hyperband: stop a trial whose validation metric falls behind after an epoch (a search only).")] = "none",
     epoch_budget: Annotated[int, typer.Option(help="A search draws no new trial once its trials have trained this many epochs in all (0: --trials alone).")] = 0,
+    startup_trials: Annotated[int, typer.Option(help="tpe: trials drawn at random before it models the ones so far (Optuna's n_startup_trials).")] = 10,
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
     name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
@@ -179,7 +180,7 @@ def sweep(
     before_computing()
     options = run_options(locals())
     launch(spec("sweep"), sweep_config(experiment, grid or [], random, seeds, select, options, space or [], sampler,
-                                       trials, pruner, yes, epoch_budget), options)
+                                       trials, pruner, yes, epoch_budget, startup_trials), options)
 
 
 @app.command()

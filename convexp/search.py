@@ -156,14 +156,14 @@ def require_optuna(sampler: str):
     return optuna
 
 
-def make_sampler(name: str, seed: int):
+def make_sampler(name: str, seed: int, startup_trials: int = 10):
     optuna = require_optuna(name)
     if name == "tpe":
         # A batch of --jobs trials is asked for before any of them is told: constant_liar counts the
         # running ones as poor, so one batch does not draw the same corner --jobs times.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup_trials)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -184,14 +184,15 @@ def storage(folder: Path):
     return JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
 
 
-def open_study(folder: Path, sampler: str, pruner: str, seed: int, direction: str, epochs: int):
+def open_study(folder: Path, sampler: str, pruner: str, seed: int, direction: str, epochs: int,
+               startup_trials: int = 10):
     """The sweep's study: created on its first run, loaded again by `convexp resume`."""
     optuna = require_optuna(sampler)
     study = optuna.create_study(storage=storage(folder), study_name=STUDY_NAME, direction=direction,
-                                sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner, epochs),
-                                load_if_exists=True)
+                                sampler=make_sampler(sampler, seed, startup_trials),
+                                pruner=make_pruner(pruner, epochs), load_if_exists=True)
     if study.trials:  # resumed: from `seed` again, the sampler would draw its first trials' values again
-        study.sampler = make_sampler(sampler, resumed_seed(seed, len(study.trials)))
+        study.sampler = make_sampler(sampler, resumed_seed(seed, len(study.trials)), startup_trials)
     return study
 
 

@@ -15,7 +15,7 @@ from convexp.experiments.sweep_points import SweepConfig, require_sweepable
 
 def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options,
                  space: list[str] = (), sampler: str | None = None, trials: int = 0, pruner: str = "none",
-                 yes: bool = False, epoch_budget: int = 0) -> SweepConfig:
+                 yes: bool = False, epoch_budget: int = 0, startup_trials: int = 10) -> SweepConfig:
     """The sweep the command line asks for, checked whole; `yes`: a large one needs no confirmation
     (confirm_size), which is asked before its points are checked, the slow part of a large one."""
     from convexp.application import load_experiment_config
@@ -29,7 +29,7 @@ def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | Non
            "seeds": parse_seeds(seeds) if seeds is not None else config_seeds(base), "select": select,
            "device": base.device, "seed": base.seed,  # the sampler's (and --random's): a sweep repeats
            "space": parse_space(list(space)), "sampler": sampler, "trials": trials,
-           "pruner": pruner, "epoch_budget": epoch_budget}
+           "pruner": pruner, "epoch_budget": epoch_budget, "startup_trials": startup_trials}
     config = from_dict(SweepConfig, raw, prefix="")
     if config.searches:
         require_optuna(config.sampler)

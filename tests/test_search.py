@@ -111,7 +111,8 @@ def fake_objective(drawn: Drawn) -> float:
     return -abs(drawn.values["x"] - 0.3)
 
 
-def draws(folder: Path, sampler: str, seed: int, trials: int, batch_size: int, stop_at_batch: int = 0) -> list[Drawn]:
+def draws(folder: Path, sampler: str, seed: int, trials: int, batch_size: int, stop_at_batch: int = 0,
+          startup_trials: int = 10) -> list[Drawn]:
     """A search whose training is a formula: the trials it asked for, in order (a KeyboardInterrupt
     in its `stop_at_batch`-th batch, as Ctrl-C would)."""
     ranges = {"x": Range("uniform", 0.0, 1.0)}
@@ -124,7 +125,7 @@ def draws(folder: Path, sampler: str, seed: int, trials: int, batch_size: int, s
         return {d.number: fake_objective(d) for d in batch}
 
     folder.mkdir(exist_ok=True)  # the sweep folder, which a real sweep has made
-    search(open_study(folder, sampler, "none", seed, "maximize", 1), ranges, trials, batch_size, train)
+    search(open_study(folder, sampler, "none", seed, "maximize", 1, startup_trials), ranges, trials, batch_size, train)
     return seen
 
 
@@ -143,6 +144,15 @@ def test_a_resumed_search_trains_only_its_interrupted_trials_then_goes_on(tmp_pa
     again = open_study(tmp_path, "tpe", "none", 0, "maximize", 1)
     assert counts(again) == {"completed": 8}
     assert [d.values for d in every_trial(again, {"x": Range("uniform", 0.0, 1.0)})][4:6] == [d.values for d in resumed[:2]]
+
+
+def test_tpe_draws_at_random_for_its_startup_trials_then_models_them(tmp_path):
+    """Its start-up trials are the random sampler's own draws (same seed); after them it models."""
+    random = [d.values for d in draws(tmp_path / "random", "random", 5, trials=6, batch_size=1)]
+    default = [d.values for d in draws(tmp_path / "default", "tpe", 5, trials=6, batch_size=1)]
+    early = [d.values for d in draws(tmp_path / "early", "tpe", 5, trials=6, batch_size=1, startup_trials=3)]
+    assert default == random  # 10 start-up trials: a search of 6 never leaves them
+    assert early[:3] == random[:3] and early[3:] != random[3:]
 
 
 def test_a_resumed_search_draws_values_of_its_own_not_its_first_ones_again(tmp_path):
@@ -254,7 +264,7 @@ def test_a_tpe_search_over_a_log_range_with_two_jobs_is_ranked_on_the_mean_over_
     summary = json.loads((study / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["best"]["point"] == points[0]["point"]
     assert summary["search"] == {"sampler": "tpe", "pruner": "none", "trials": 3, "study": "optuna-journal.log",
-                                 "epoch_budget": 0, "epochs_trained": 3 * 2 * 2, "completed": 3, "pruned": 0, "failed": 0}
+                                 "epoch_budget": 0, "startup_trials": 10, "epochs_trained": 3 * 2 * 2, "completed": 3, "pruned": 0, "failed": 0}
     assert (study / "best.yaml").is_file() and (study / "plots" / "best_val_accuracy_against_train_lr.png").is_file()
     if platform.machine() in ("x86_64", "AMD64"):  # the workers flushed denormals as the CLI does
         assert {json.loads(child.read_text())["cpu_denormals"] for child in study.glob("p*-seed*/summary.json")} \

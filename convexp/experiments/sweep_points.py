@@ -65,6 +65,9 @@ class SweepConfig(RunConfig):
     # seed's, pruned ones' included): searches with and without a pruner compared at one cost.
     # 0: no budget, --trials alone.
     epoch_budget: int = 0
+    # tpe: the trials drawn at random before it models the ones so far (Optuna's n_startup_trials,
+    # 10 by default). A search of about 10 trials never leaves them: give it a few, e.g. 4.
+    startup_trials: int = 10
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,6 +116,11 @@ class SweepConfig(RunConfig):
                 raise Invalid("trials", "--trials counts a search's points (--sampler tpe or random); a grid runs "
                                         "every point, or --random N of them")
             return
+        if self.startup_trials != 10 and self.sampler != "tpe":
+            raise Invalid("startup_trials", f"--startup-trials is tpe's (the random trials before it models); "
+                                            f"--sampler {self.sampler} draws every trial its own way")
+        if self.startup_trials < 1:
+            raise Invalid("startup_trials", f"--startup-trials must be 1 or more; got {self.startup_trials}")
         if self.epoch_budget < 0:
             raise Invalid("epoch_budget", f"--epoch-budget must be 0 (none) or a number of epochs; got {self.epoch_budget}")
         if self.trials < 1:

@@ -58,7 +58,8 @@ def search_points(config: SweepConfig, run: RunFolder, device: torch.device, rep
         raise ConvexpError(REFUSE_RAY_PRUNING)
     ranges = search_ranges(config)
     epochs = point_config(config, Point(0, {}), config.seeds[0]).train.epochs
-    study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs)
+    study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs,
+                                 config.startup_trials)
     reporter.line(f"search of {config.experiment}: {config.trials} trial(s) drawn by {config.sampler} "
                   f"(pruner: {config.pruner}) x {len(config.seeds)} seed(s), chosen by {config.select} on validation; "
                   f"the study: {run.path / searching.STUDY_FILE}")
@@ -148,5 +149,6 @@ def search_headline(config: SweepConfig, run: RunFolder) -> dict:
     study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs)
     return {"sampler": config.sampler, "pruner": config.pruner, "trials": config.trials,
             "epoch_budget": config.epoch_budget, "epochs_trained": epochs_trained(run.path),
+            **({"startup_trials": config.startup_trials} if config.sampler == "tpe" else {}),
             "study": searching.STUDY_FILE, **{state: 0 for state in ("completed", "pruned", "failed")},
             **searching.counts(study)}

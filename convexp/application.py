@@ -134,7 +134,7 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
     config = load_config(experiment.config, run.path / "config.yaml")
     extended = bool(trials or epoch_budget)
     if extended:
-        from convexp.sweep_options import extended_search
+        from convexp.experiments.sweep_search import extended_search
 
         config = extended_search(config, trials, epoch_budget, run_dir, completed, yes)
     device = resolve_device(config.device)

@@ -18,9 +18,9 @@ from typer import TyperException
 from convexp import completion
 from convexp.errors import ConvexpError
 from convexp.experiments import spec, specs
+from convexp.experiments.sweep_points import ASK_ABOVE_RUNS
 from convexp.memory import keep_freed_memory
 from convexp.spec import Experiment, Flag
-from convexp.sweep_options import ASK_ABOVE_RUNS
 
 app = typer.Typer(
     add_completion=True,  # --install-completion, --show-completion: convexp/completion.py says what completes

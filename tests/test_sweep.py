@@ -266,7 +266,8 @@ def test_without_seeds_a_sweep_takes_the_experiment_configs_own():
 def test_an_epoch_budget_bounds_the_runs_a_search_is_asked_about(tmp_path):
     """1,000 trials under a budget of 40 epochs train 40 runs at most: no question, no --yes."""
     from convexp.application import RunOptions
-    from convexp.sweep_options import sweep_config, sweep_size
+    from convexp.experiments.sweep_points import sweep_size
+    from convexp.sweep_options import sweep_config
 
     config = sweep_config("train-mnist", [], 0, None, "best_val_accuracy", RunOptions(out=tmp_path),
                           ["train.lr=loguniform(1e-4, 1e-2)"], "random", 1000, "none", epoch_budget=40)

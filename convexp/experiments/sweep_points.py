@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -201,3 +202,53 @@ def validation_metric(folder: Path, select: str) -> float:
     if select == "best_val_accuracy":
         return max(float(row["val_accuracy"]) for row in rows)
     return float(rows[-1][select])  # the final epoch's
+
+
+# -- how large a sweep is ---------------------------------------------------------------------------
+
+
+# Above this many runs a sweep asks first (a typo in a grid can mean days of training); above the
+# ceiling it is refused: its points could not even be listed and checked before training.
+ASK_ABOVE_RUNS = 500
+MAX_RUNS = 10_000
+
+
+def check_size(config: SweepConfig) -> None:
+    if not config.searches and config.grid_size() > sys.maxsize:  # --random draws indices from a range
+        raise ConvexpError(f"the grid has {config.grid_size():.3g} points, more than a draw can index: "
+                           "search the ranges instead (--space KEY=RANGE --sampler tpe --trials N)")
+    runs, size = sweep_size(config)
+    if runs > MAX_RUNS:
+        raise ConvexpError(f"this sweep has {size}, more than the {MAX_RUNS:,} a sweep may hold: draw some with "
+                           "--random N, or search with --sampler tpe --trials N")
+
+
+def sweep_size(config: SweepConfig) -> tuple[int, str]:
+    """(runs, 'P points x S seed(s) = R runs'): what the size checks count and say. Under an epoch
+    budget a run that trains an epoch spends one of it, so the budget bounds the runs too (about:
+    trials already drawn finish, and a run that fails in its first epoch spends none)."""
+    points = config.point_count()
+    runs = points * len(config.seeds)
+    size = f"{points:,} points x {len(config.seeds)} seed(s) = {runs:,} runs"
+    if config.epoch_budget and config.epoch_budget < runs:
+        return config.epoch_budget, f"{size}, about {config.epoch_budget:,} at most under --epoch-budget {config.epoch_budget:,}"
+    return runs, size
+
+
+def confirm_size(config: SweepConfig, yes: bool) -> None:
+    """A sweep of more than ASK_ABOVE_RUNS runs starts only with --yes, or when a terminal says yes."""
+    runs, size = sweep_size(config)
+    if runs > ASK_ABOVE_RUNS:
+        ask_first(f"this sweep trains {size}", yes, "start it", "fewer points (--random N, --trials N)")
+
+
+def ask_first(what: str, yes: bool, go: str, fewer: str) -> None:
+    """Go on with --yes, or when a terminal says yes; without a terminal, one line asking for --yes."""
+    import typer
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConvexpError(f"{what}: pass --yes to {go}, or {fewer}")
+    if not typer.confirm(f"{what}; {go}?", default=False):
+        raise ConvexpError(f"{what}: stopped here (pass --yes to {go} without asking)")

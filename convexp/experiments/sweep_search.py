@@ -7,11 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from convexp.config import derive
 from convexp.errors import ConvexpError
 from convexp.experiments.sweep_points import (
+    ASK_ABOVE_RUNS,
+    MAX_RUNS,
     Point,
+    SweepConfig,
+    ask_first,
     leaf_runs,
     point_config,
+    sweep_size,
     validation_metric,
 )
 from convexp.record import read_metrics
@@ -152,3 +158,37 @@ def search_headline(config: SweepConfig, run: RunFolder) -> dict:
             **({"startup_trials": config.startup_trials} if config.sampler == "tpe" else {}),
             "study": searching.STUDY_FILE, **{state: 0 for state in ("completed", "pruned", "failed")},
             **searching.counts(study)}
+
+
+def extended_search(config: object, trials: int, epoch_budget: int, folder: Path, completed: bool,
+                    yes: bool = False) -> SweepConfig:
+    """`convexp resume SWEEP --trials N --epoch-budget E`: the search in `folder` with its limits
+    changed (0: as it was), checked as a new sweep's are. Optuna's study keeps every trial, so a
+    completed search goes on drawing where it ended; its choice and test are made again over all."""
+    from convexp.search import counted_in
+
+    if not isinstance(config, SweepConfig) or not config.searches:
+        raise ConvexpError(f"--trials and --epoch-budget change how far a search goes (a sweep with --sampler random "
+                           f"or tpe); {folder} is not a search")
+    for option, value in (("--trials", trials), ("--epoch-budget", epoch_budget)):
+        if value < 0:
+            raise ConvexpError(f"{option} must be a whole number, 0 or more (0 or left out: as it was); got {value}")
+    extended = derive(config, {key: value for key, value in (("trials", trials), ("epoch_budget", epoch_budget)) if value})
+    runs, size = sweep_size(extended)
+    if runs > MAX_RUNS:
+        raise ConvexpError(f"--trials {extended.trials} makes this search {size}, more than the {MAX_RUNS:,} a sweep may "
+                           "hold: pass fewer trials")
+    so_far = counted_in(folder)  # trials drawn that did not fail
+    if completed and extended.trials <= so_far:
+        raise ConvexpError(f"{folder} completed its search with {so_far} trials (failed ones aside): pass --trials "
+                           f"above {so_far} to search on")
+    if extended.trials < so_far:
+        raise ConvexpError(f"{folder} has drawn {so_far} trials already (failed ones aside): pass --trials {so_far} "
+                           "or more")
+    spent = epochs_trained(folder)
+    if completed and extended.epoch_budget and spent >= extended.epoch_budget:
+        raise ConvexpError(f"{folder} has already trained {spent} epochs, all of --epoch-budget "
+                           f"{extended.epoch_budget}: pass --epoch-budget above {spent} to search on")
+    if runs > ASK_ABOVE_RUNS:  # as a new sweep asks, counting the runs it will have in all
+        ask_first(f"this search would hold {size}", yes, "go on", "fewer --trials")
+    return extended

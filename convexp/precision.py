@@ -4,9 +4,9 @@ hardware (CPU flags avx512_bf16 or amx_bf16; CUDA capability 8.0 or later) and f
 emulated bf16 is slower than fp32, never faster.
 
 Denormals: on x86, float32 values below 1.2e-38 take a slow path in hardware on every operation.
-Adam with an L2 weight decay drives the second moments of weights that no longer get a data
-gradient (dead ReLU units) into that range within an epoch, and the epochs then slow down one
-after another (README, Speed and memory; benchmarks/denormals.sh). convexp flushes them to zero
+Training with Adam and an L2 weight decay produces such values (likely in the optimizer state of
+weights that no longer get a data gradient; not traced further), and the epochs then slow down
+one after another (README, Speed and memory; benchmarks/denormals.sh). convexp flushes them to zero
 in every process that trains. A value that small is lost in any sum with a normal one, so
 flushing changes results as a different order of additions does: in the last bits, which
 training then carries on (benchmarks/denormals.sh: 0.9888 validation accuracy against 0.9889).

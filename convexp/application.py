@@ -128,11 +128,11 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
     if not command or not (run.path / "config.yaml").is_file():
         raise ConvexpError(f"{run_dir} is not a convexp run folder (no summary.json and config.yaml): pass a folder under runs/")
     completed = summary.get("status") == "completed"
-    if completed and not (trials or epoch_budget):
+    extended = bool(trials or epoch_budget)
+    if completed and not extended:
         raise ConvexpError(f"{run_dir} already completed: nothing to resume; start a new run instead")
     experiment = spec(command)
     config = load_config(experiment.config, run.path / "config.yaml")
-    extended = bool(trials or epoch_budget)
     if extended:
         from convexp.experiments.sweep_search import extended_search
 

@@ -20,6 +20,7 @@ from convexp.errors import ConvexpError
 from convexp.experiments import spec, specs
 from convexp.experiments.sweep_points import ASK_ABOVE_RUNS
 from convexp.memory import keep_freed_memory
+from convexp.search import TPE_STARTUP_TRIALS
 from convexp.spec import Experiment, Flag
 
 app = typer.Typer(
@@ -167,7 +168,7 @@ def sweep(
     trials: Annotated[int, typer.Option(help="Points a random or tpe search tries.")] = 0,
     pruner: Annotated[str, typer.Option(help="none, median or hyperband: stop a trial whose validation metric falls behind after an epoch (a search only).")] = "none",
     epoch_budget: Annotated[int, typer.Option(help="A search draws no new trial once its trials have trained this many epochs in all (0: --trials alone).")] = 0,
-    startup_trials: Annotated[int, typer.Option(help="tpe: trials drawn at random before it models the ones so far (Optuna's n_startup_trials).")] = 10,
+    startup_trials: Annotated[int, typer.Option(help="tpe: trials drawn at random before it models the ones so far (Optuna's n_startup_trials).")] = TPE_STARTUP_TRIALS,
     config: ConfigOpt = None, set_: SetOpt = None, device: DeviceOpt = None, out: OutOpt = Path("runs"),
     name: NameOpt = None, quiet: QuietOpt = False, jobs: JobsOpt = None, threads: ThreadsOpt = 0,
     executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,

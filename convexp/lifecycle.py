@@ -56,8 +56,8 @@ def open_run(run: RunFolder, command: str, config, device: torch.device, reporte
 
     On entry: a new folder gets a `running` summary (with `fields`) and its config.yaml; one met
     again (resume) is set `running`, its last error forgotten, its config.yaml rewritten only when
-    `config_changed`. A run of its own (not a child)
-    holds the folder's lock, so two processes never train one folder. Inside: log.txt gets every
+    `config_changed`. A run of its own (not a child) holds the folder's lock, so two processes
+    never train one folder. Inside: log.txt gets every
     reporter line, and Ctrl-C and SIGTERM raise KeyboardInterrupt. On exit the status is set
     once; exceptions go on up.
     """

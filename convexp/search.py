@@ -29,6 +29,7 @@ INSTALL = "pip install -e '.[search]'"
 # Optuna's default waits for 5 finished trials before the median means anything; a sweep of a
 # handful of trials would then never prune. Two finished trials make a median of two curves.
 MEDIAN_STARTUP_TRIALS = 2
+TPE_STARTUP_TRIALS = 10  # Optuna's own n_startup_trials: the default of --startup-trials
 RANGE_FORMS = "loguniform(LOW, HIGH), uniform(LOW, HIGH), int(LOW, HIGH) or choice(a, b, ...)"
 # Trials failing one after another: the cause is the set-up (a broken install, a missing file,
 # an error in the code), not the values drawn, and drawing on would fail the same way; under an
@@ -156,7 +157,7 @@ def require_optuna(sampler: str):
     return optuna
 
 
-def make_sampler(name: str, seed: int, startup_trials: int = 10):
+def make_sampler(name: str, seed: int, startup_trials: int = TPE_STARTUP_TRIALS):
     optuna = require_optuna(name)
     if name == "tpe":
         # A batch of --jobs trials is asked for before any of them is told: constant_liar counts the
@@ -185,7 +186,7 @@ def storage(folder: Path):
 
 
 def open_study(folder: Path, sampler: str, pruner: str, seed: int, direction: str, epochs: int,
-               startup_trials: int = 10):
+               startup_trials: int = TPE_STARTUP_TRIALS):
     """The sweep's study: created on its first run, loaded again by `convexp resume`."""
     optuna = require_optuna(sampler)
     study = optuna.create_study(storage=storage(folder), study_name=STUDY_NAME, direction=direction,
@@ -205,12 +206,15 @@ def resumed_seed(seed: int, trials_so_far: int) -> int:
     return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
 
 
+def load_study(folder: Path):
+    """The study in a sweep folder, to read (no sampler or pruner of its own: it draws nothing)."""
+    optuna = require_optuna("tpe")
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage(folder))
+
+
 def counted_in(folder: Path) -> int:
     """counted() of the study in a sweep folder; 0 where none was made yet."""
-    optuna = require_optuna("tpe")
-    if not (folder / STUDY_FILE).is_file():
-        return 0
-    return counted(optuna.load_study(study_name=STUDY_NAME, storage=storage(folder)))
+    return counted(load_study(folder)) if (folder / STUDY_FILE).is_file() else 0
 
 
 def counted(study) -> int:
@@ -290,7 +294,7 @@ def search(study, ranges: dict[str, Range], trials: int, batch_size: int,
     this batch)` says no), `batch_size` at a time:
     those an interrupted sweep left running first (their finished runs are kept), then new ones
     asked of the sampler. `train` trains a batch and says how each trial ended: its objective
-    value, "pruned" or "failed"; the study is told so before the next batch is asked for, so the
+    value, "pruned", "diverged" or "failed"; the study is told so before the next batch is asked for, so the
     sampler learns from it. STOP_AFTER_FAILURES failed trials in a row raise TrialsKeepFailing."""
     optuna = require_optuna("tpe")
     waiting = interrupted(study, ranges)
@@ -347,5 +351,6 @@ def counts(study) -> dict[str, int]:
     """How many trials ended each way: completed, pruned, diverged, failed (and still running)."""
     found: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        found[state(trial)] = found.get(state(trial), 0) + 1
+        kind = state(trial)
+        found[kind] = found.get(kind, 0) + 1
     return found

@@ -13,11 +13,12 @@ from convexp.experiments.sweep_points import (
     confirm_size,
     require_sweepable,
 )
+from convexp.search import TPE_STARTUP_TRIALS
 
 
 def sweep_config(experiment: str, grid: list[str], random: int, seeds: str | None, select: str, options,
                  space: list[str] = (), sampler: str | None = None, trials: int = 0, pruner: str = "none",
-                 yes: bool = False, epoch_budget: int = 0, startup_trials: int = 10) -> SweepConfig:
+                 yes: bool = False, epoch_budget: int = 0, startup_trials: int = TPE_STARTUP_TRIALS) -> SweepConfig:
     """The sweep the command line asks for, checked whole; `yes`: a large one needs no confirmation
     (confirm_size), which is asked before its points are checked, the slow part of a large one."""
     from convexp.application import load_experiment_config

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from convexp.config import Invalid, RunConfig, derive, from_dict, require_seeds
 from convexp.errors import ConvexpError
 from convexp.record import read_metrics
+from convexp.search import TPE_STARTUP_TRIALS
 
 
 def grid_keys(key: str) -> list[str]:
@@ -68,7 +69,7 @@ class SweepConfig(RunConfig):
     epoch_budget: int = 0
     # tpe: the trials drawn at random before it models the ones so far (Optuna's n_startup_trials,
     # 10 by default). A search of about 10 trials never leaves them: give it a few, e.g. 4.
-    startup_trials: int = 10
+    startup_trials: int = TPE_STARTUP_TRIALS
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,7 +118,7 @@ class SweepConfig(RunConfig):
                 raise Invalid("trials", "--trials counts a search's points (--sampler tpe or random); a grid runs "
                                         "every point, or --random N of them")
             return
-        if self.startup_trials != 10 and self.sampler != "tpe":
+        if self.startup_trials != TPE_STARTUP_TRIALS and self.sampler != "tpe":
             raise Invalid("startup_trials", f"--startup-trials is tpe's (the random trials before it models); "
                                             f"--sampler {self.sampler} draws every trial its own way")
         if self.startup_trials < 1:

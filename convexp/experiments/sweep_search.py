@@ -151,13 +151,11 @@ def run_trial_child(parent: Path, name: str, command: str, config, question: str
 def search_headline(config: SweepConfig, run: RunFolder) -> dict:
     from convexp import search as searching
 
-    epochs = point_config(config, Point(0, {}), config.seeds[0]).train.epochs
-    study = searching.open_study(run.path, config.sampler, config.pruner, config.seed, searching.direction(config.select), epochs)
     return {"sampler": config.sampler, "pruner": config.pruner, "trials": config.trials,
             "epoch_budget": config.epoch_budget, "epochs_trained": epochs_trained(run.path),
             **({"startup_trials": config.startup_trials} if config.sampler == "tpe" else {}),
             "study": searching.STUDY_FILE, **{state: 0 for state in ("completed", "pruned", "failed")},
-            **searching.counts(study)}
+            **searching.counts(searching.load_study(run.path))}
 
 
 def extended_search(config: object, trials: int, epoch_budget: int, folder: Path, completed: bool,

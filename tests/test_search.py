@@ -419,3 +419,22 @@ def test_trials_on_resume_are_for_a_search_only(tmp_path, mnist_root):
     refused = invoke("resume", str(folder), "--trials", "5")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert f"--trials and --epoch-budget change how far a search goes (a sweep with --sampler random or tpe); {folder} is not a search" in refused.stderr
+
+
+def test_a_search_whose_points_no_longer_check_is_left_as_it_was_by_resume_trials(tmp_path, mnist_root):
+    """Every range's ends are checked before config.yaml takes the new limits or the status moves."""
+    import yaml
+
+    result = invoke("sweep", TRAIN, "--space", LR, "--sampler", "random", "--trials", "1", "--seeds", "0",
+                    *mini(mnist_root), "--set", "train.epochs=1", "--set", "train.max_batches=2", *SMOKE_EVAL,
+                    "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    study = only_run(tmp_path)
+    config = yaml.safe_load((study / "config.yaml").read_text())
+    config["base"]["train"]["no_such_key"] = 1  # as a folder written by a version with other keys
+    (study / "config.yaml").write_text(yaml.safe_dump(config))
+    before = (study / "config.yaml").read_text()
+    refused = invoke("resume", str(study), "--trials", "2")
+    assert refused.returncode == 2 and "unknown config key 'train.no_such_key'" in refused.stderr
+    assert (study / "config.yaml").read_text() == before
+    assert json.loads((study / "summary.json").read_text())["status"] == "completed"

@@ -134,9 +134,11 @@ def resume(run_dir: Path, quiet: bool = False, jobs: str | None = None, threads:
     experiment = spec(command)
     config = load_config(experiment.config, run.path / "config.yaml")
     if extended:
+        from convexp.experiments.sweep import check_points
         from convexp.experiments.sweep_search import extended_search
 
         config = extended_search(config, trials, epoch_budget, run_dir, completed, yes)
+        check_points(config)  # every range's ends, before config.yaml takes the new limits
     device = resolve_device(config.device)
     execution = execution_of(jobs, threads, device, executor, ray_address)
     reporter = Reporter(quiet=quiet)

@@ -189,7 +189,4 @@ def extended_search(config: object, trials: int, epoch_budget: int, folder: Path
                            f"{extended.epoch_budget}: pass --epoch-budget above {spent} to search on")
     if runs > ASK_ABOVE_RUNS:  # as a new sweep asks, counting the runs it will have in all
         ask_first(f"this search would hold {size}", yes, "go on", "fewer --trials")
-    from convexp.experiments.sweep import check_points
-
-    check_points(extended)  # every range's ends, before config.yaml says the new limits
     return extended
